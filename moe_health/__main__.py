@@ -1,0 +1,3 @@
+from moe_health.cli import main
+
+main()
