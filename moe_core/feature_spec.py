@@ -70,6 +70,12 @@ class FeatureDef:
     answers: Mapping[str, float] = field(default_factory=dict)
     # Extra unit spellings accepted as the canonical unit itself (e.g. "bpm" for "/min").
     aliases: tuple[str, ...] = ()
+    # Unit an itemid is recorded in when its row leaves the unit blank
+    # (MIMIC-IV 226531 "Admission Weight (lbs.)" has no valueuom but is in pounds).
+    itemid_units: Mapping[int, str] = field(default_factory=dict)
+    # For 0/1 flags measured as a quantity: (unit, threshold) -> 1.0 when value > threshold.
+    # Capillary refill is a flag (abnormal > 3 s) but LOINC 44963-7 reports seconds.
+    flag_above: tuple[str, float] | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.plausible
@@ -86,6 +92,8 @@ class FeatureDef:
         An empty unit is taken as the canonical unit (MIMIC often leaves it blank).
         """
         u = normalise_unit(unit)
+        if self.flag_above is not None and u and u == normalise_unit(self.flag_above[0]):
+            return 1.0 if float(value) > self.flag_above[1] else 0.0
         if (
             u == ""
             or u == normalise_unit(self.unit)
@@ -96,6 +104,12 @@ class FeatureDef:
             if u in {normalise_unit(x) for x in conv.units}:
                 return float(value) * conv.scale + conv.offset
         return None
+
+    def unit_for_itemid(self, itemid: int, unit: str | None) -> str | None:
+        """The unit of a MIMIC row: its own ``unit`` if given, else the itemid's known unit."""
+        if unit:
+            return unit
+        return self.itemid_units.get(itemid, unit)
 
     def is_plausible(self, value: float) -> bool:
         lo, hi = self.plausible
