@@ -1,0 +1,231 @@
+"""The served model: loads a checkpoint once, turns FHIR resources into a ``PredictionView``.
+
+The pipeline per call is the one every source takes (DESIGN.md): FHIR resources ->
+``fhir_adapters`` record assembly -> ``PatientRecord`` -> ``moe_core.inference.Predictor``.
+This module only chooses the admission, measures the window and translates the
+predictor's output for the cards; it holds no model math and parses no FHIR itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cds_hooks.config import Settings
+from cds_hooks.prediction import ModelInfo, PopulationStats, PredictionView
+from moe_core.modalities import Modality, Task
+
+__all__ = ["MODEL_CARD_FILE", "POPULATION_FILE", "ModelService", "load_population"]
+
+POPULATION_FILE = "population.json"  # {"task key": {"prevalence": p, "quantiles": [...]}}
+MODEL_CARD_FILE = "MODEL_CARD.md"
+
+
+def load_population(folder: Path) -> dict[str, PopulationStats]:
+    """Training-population statistics stored beside a checkpoint (empty when absent)."""
+    path = folder / POPULATION_FILE
+    if not path.is_file():
+        return {}
+    raw = orjson.loads(path.read_bytes())
+    out: dict[str, PopulationStats] = {}
+    for task in Task:
+        entry = raw.get(task.key)
+        if isinstance(entry, dict) and "prevalence" in entry:
+            out[task.key] = PopulationStats(
+                prevalence=float(entry["prevalence"]),
+                quantiles=tuple(float(q) for q in entry.get("quantiles", ())),
+            )
+    return out
+
+
+def _checksum(folder: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass(slots=True)
+class ModelService:
+    """A loaded predictor and what the service says about it."""
+
+    predictor: Any  # moe_core.inference.Predictor
+    name: str
+    version: str
+    spec_version: str
+    path: Path
+    checksum: str
+    synthetic: bool
+    population: dict[str, PopulationStats] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, settings: Settings) -> ModelService:
+        """Load ``settings.model_path`` (default: the shipped synthetic demo model)."""
+        from moe_core.inference import Predictor
+
+        path = settings.model_path
+        if not path.exists():
+            raise FileNotFoundError(
+                f"model checkpoint not found: {path} (set MOE_HEALTH_MODEL_PATH)"
+            )
+        predictor = Predictor.from_checkpoint(path, device=settings.model_device)
+        meta = dict(getattr(predictor, "metadata", {}) or {})
+        folder = path if path.is_dir() else path.parent
+        return cls(
+            predictor=predictor,
+            name=str(meta.get("name", "MoE-Health")),
+            version=str(meta.get("version", "0")),
+            spec_version=str(meta.get("spec_version", "")),
+            path=path,
+            checksum=_checksum(path),
+            synthetic=bool(meta.get("synthetic", True)),
+            population=load_population(folder),
+            metrics=dict(meta.get("metrics", {}) or {}),
+        )
+
+    def registry_fields(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "spec_version": self.spec_version,
+            "checksum": self.checksum,
+            "path": str(self.path),
+            "metrics": self.metrics,
+        }
+
+    def info(self, base_url: str) -> ModelInfo:
+        return ModelInfo(
+            name=self.name,
+            version=self.version,
+            card_url=f"{base_url}/model-card",
+            synthetic=self.synthetic,
+            population=self.population,
+        )
+
+    def card_markdown(self) -> str:
+        folder = self.path if self.path.is_dir() else self.path.parent
+        card = folder / MODEL_CARD_FILE
+        if card.is_file():
+            return card.read_text(encoding="utf-8")
+        return (
+            f"# {self.name} {self.version}\n\nNo model card was shipped with this checkpoint "
+            f"({self.path}).\n"
+        )
+
+    def predict_view(
+        self,
+        resources: Sequence[dict[str, Any]],
+        patient_id: str,
+        encounter_id: str | None,
+        gather_notes: Sequence[str] = (),
+    ) -> PredictionView:
+        """Assemble the admission from ``resources`` and predict (blocking; run in a thread)."""
+        from fhir_adapters.records import build_records
+
+        now = datetime.now(UTC)
+        records = build_records(list(resources), prediction_time=now)
+        record = _choose(records, encounter_id)
+        notes = list(gather_notes)
+        if record is None:
+            reason = "no hospital encounter to score"
+            return _abstained(patient_id, encounter_id, now, reason, notes)
+        pred = self.predictor.predict([record])[0]
+        notes += [_quality_text(q) for q in record.quality]
+        present = record.present
+        used = tuple(m.name for m in Modality if present[m])
+        missing = tuple(m.name for m in Modality if not present[m])
+        cutoff = record.prediction_time
+        window_start = max(record.anchor_time, cutoff - _window(record))
+        hours = {
+            int((e.time - window_start).total_seconds() // 3600)
+            for e in record.events
+            if window_start <= e.time < cutoff
+        }
+        abstain = getattr(pred, "abstain_reason", None)
+        return PredictionView(
+            patient_ref=f"Patient/{patient_id}",
+            encounter_ref=f"Encounter/{record.encounter_id}",
+            risks={} if abstain else {k: float(v) for k, v in pred.risks.items()},
+            gate_weights={k: float(v) for k, v in (pred.gate_weights or {}).items()},
+            modalities_used=used,
+            modalities_missing=missing,
+            window_start=window_start,
+            window_end=cutoff,
+            hours_covered=len(hours),
+            n_events=sum(1 for e in record.events if window_start <= e.time < cutoff),
+            n_notes=sum(1 for n in record.notes if n.time < cutoff and n.text.strip()),
+            n_images=1 if present[Modality.IMAGE] else 0,
+            quality_notes=tuple(notes),
+            abstain_reason=abstain,
+        )
+
+    def risk_assessment(self, view: PredictionView, task: Task) -> dict[str, Any]:
+        """A FHIR RiskAssessment for one task of ``view`` (built by ``fhir_adapters``)."""
+        from fhir_adapters.risk_assessment import build_risk_assessment
+
+        resource: dict[str, Any] = build_risk_assessment(
+            subject=view.patient_ref,
+            encounter=view.encounter_ref,
+            task=task,
+            probability=view.risks[task.key],
+            occurrence=view.window_end,
+            model_name=self.name,
+            model_version=self.version,
+        )
+        return resource
+
+
+def _window(record: Any) -> Any:
+    from datetime import timedelta
+
+    from moe_core.records import DEFAULT_WINDOW_HOURS
+
+    return timedelta(hours=DEFAULT_WINDOW_HOURS)
+
+
+def _choose(records: Sequence[Any], encounter_id: str | None) -> Any:
+    if not records:
+        return None
+    if encounter_id:
+        for r in records:
+            if r.encounter_id == encounter_id:
+                return r
+        return None
+    return max(records, key=lambda r: r.anchor_time)  # the most recent admission
+
+
+def _quality_text(q: Any) -> str:
+    text = f"{q.reason}"
+    if q.detail:
+        text += f" ({q.detail})"
+    return text
+
+
+def _abstained(
+    patient_id: str, encounter_id: str | None, now: datetime, reason: str, notes: list[str]
+) -> PredictionView:
+    return PredictionView(
+        patient_ref=f"Patient/{patient_id}",
+        encounter_ref=f"Encounter/{encounter_id}" if encounter_id else None,
+        risks={},
+        gate_weights={},
+        modalities_used=(),
+        modalities_missing=tuple(m.name for m in Modality),
+        window_start=now,
+        window_end=now,
+        hours_covered=0,
+        n_events=0,
+        n_notes=0,
+        n_images=0,
+        quality_notes=tuple(notes),
+        abstain_reason=reason,
+    )

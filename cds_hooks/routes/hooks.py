@@ -1,0 +1,151 @@
+"""``POST /cds-services/{id}``: gather data, predict, answer with cards, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from anyio import to_thread
+from fastapi import APIRouter, HTTPException, Request, Response
+
+from cds_hooks.cards import build_cards
+from cds_hooks.deps import ClientDep, SettingsDep, StateDep
+from cds_hooks.fhir_data import PreconditionFailedError, gather_resources
+from cds_hooks.logging_setup import log_event
+from cds_hooks.schemas import CDSRequest, CDSResponse
+from cds_hooks.services import ServiceId, service_by_id
+from moe_core.modalities import Task
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["hooks"])
+
+# Readmission is decided at discharge: it leads there; on patient-view the acute risks lead.
+_TASK_ORDER = {
+    ServiceId.PATIENT_VIEW: (Task.MORTALITY, Task.LONG_LOS, Task.READMISSION),
+    ServiceId.ENCOUNTER_DISCHARGE: (Task.READMISSION, Task.MORTALITY, Task.LONG_LOS),
+}
+
+
+def base_url(request: Request, public_base_url: str | None) -> str:
+    """Absolute base of this app as the EHR sees it."""
+    if public_base_url:
+        return public_base_url.rstrip("/")
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+@router.post(
+    "/cds-services/{service_id}",
+    response_model=CDSResponse,
+    responses={
+        400: {"description": "Malformed JSON or an invalid CDS Hooks request"},
+        401: {"description": "Missing or invalid client JWT"},
+        404: {"description": "Unknown service"},
+        412: {"description": "Required FHIR data could not be obtained"},
+        413: {"description": "Request body too large"},
+    },
+)
+async def call_service(
+    service_id: str,
+    body: CDSRequest,
+    request: Request,
+    state: StateDep,
+    settings: SettingsDep,
+    _client: ClientDep,
+) -> Response:
+    """Risk cards for the admission in context (empty cards when the model abstains)."""
+    t0 = time.perf_counter()
+    service = service_by_id(service_id)
+    if service is None:
+        raise HTTPException(status_code=404, detail=f"unknown CDS service {service_id!r}")
+    if body.hook != service.hook:
+        raise HTTPException(
+            status_code=400,
+            detail=f"service {service_id!r} answers hook {service.hook!r}, not {body.hook!r}",
+        )
+    if service.encounter_in_context and not body.context.encounterId:
+        raise HTTPException(
+            status_code=400, detail=f"hook {service.hook!r} needs context.encounterId"
+        )
+    context = body.context.model_dump(exclude_none=True)
+    patient_key = state.pseudonym(f"Patient/{body.context.patientId}")
+    token = body.fhirAuthorization.access_token if body.fhirAuthorization else None
+    server = str(body.fhirServer) if body.fhirServer else None
+
+    try:
+        gathered = await gather_resources(
+            service, context, body.prefetch, settings, server, token,
+            transport=state.fhir_transport,
+        )
+    except PreconditionFailedError as exc:
+        log_event(
+            "precondition_failed", logging.WARNING,
+            service=service_id, patient=patient_key, reason=str(exc),
+        )
+        raise
+
+    async with state.inference_lock:
+        try:
+            view = await asyncio.wait_for(
+                to_thread.run_sync(
+                    state.model.predict_view,
+                    gathered.all_resources(),
+                    body.context.patientId,
+                    body.context.encounterId,
+                    gathered.notes,
+                ),
+                timeout=settings.request_timeout_s,
+            )
+        except TimeoutError as exc:
+            raise HTTPException(status_code=503, detail="prediction timed out") from exc
+
+    base = base_url(request, settings.public_base_url)
+    card_set = build_cards(
+        view,
+        model=state.model.info(base),
+        thresholds=settings.thresholds,
+        tasks=_TASK_ORDER[service.id],
+        risk_assessment=state.model.risk_assessment,
+        writeback=settings.writeback or body.wants_writeback,
+    )
+    latency_ms = (time.perf_counter() - t0) * 1000
+    modalities: dict[str, Any] = {
+        "used": list(view.modalities_used),
+        "missing": list(view.modalities_missing),
+        "sources": {str(k): v for k, v in gathered.source.items()},
+    }
+    await to_thread.run_sync(
+        lambda: state.repository.record_prediction(
+            hook_instance=body.hookInstance,
+            service_id=service_id,
+            patient_key=patient_key,
+            model_version=state.model.version,
+            model_version_id=state.model_version_id,
+            risks=view.risks,
+            modalities=modalities,
+            card_uuids=[c["uuid"] for c in card_set.cards],
+            abstain_reason=view.abstain_reason,
+            latency_ms=latency_ms,
+        )
+    )
+    if view.abstain_reason is not None:
+        log_event(
+            "model_abstained", service=service_id, patient=patient_key,
+            hook_instance=body.hookInstance, reason=view.abstain_reason,
+        )
+    log_event(
+        "prediction",
+        service=service_id,
+        patient=patient_key,
+        hook_instance=body.hookInstance,
+        model_version=state.model.version,
+        risks={k: round(v, 4) for k, v in view.risks.items()},
+        modalities_used=list(view.modalities_used),
+        cards=len(card_set.cards),
+        latency_ms=round(latency_ms, 1),
+    )
+    return Response(orjson.dumps(card_set.response()), media_type="application/json")
+
