@@ -1,0 +1,366 @@
+"""The assembler: FHIR resources of one or more patients -> one ``PatientRecord`` per admission.
+
+Rules (the same for a CDS prefetch, a REST fetch and a Bulk NDJSON export):
+
+* one record per inpatient Encounter (class IMP / ACUTE / NONAC) with a ``period.start``;
+* ``anchor_time`` = ``period.start``; ``prediction_time`` = anchor + ``window_hours``, or
+  the given ``prediction_time`` ("now") when that is earlier; an admission that has not
+  started by then yields no record;
+* inputs are what lies in ``[anchor_time, prediction_time)``: Observations (whatever
+  encounter they cite), notes, images; discharge summaries never;
+* resources of the same type and id are kept once (the latest ``meta.lastUpdated``);
+* a malformed resource is skipped and recorded in ``quality``, never fatal; quality notes
+  carrying a time outside the window are not attached to that record;
+* labels follow ``training.labels`` (in-hospital death, stay > 7 days, readmission in 30
+  days among the inpatient encounters given).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from fhir_adapters.encounter import EncounterInfo, parse_encounter
+from fhir_adapters.errors import MalformedResourceError
+from fhir_adapters.fhir_keys import (
+    RT_DIAGNOSTIC_REPORT,
+    RT_DOCUMENT_REFERENCE,
+    RT_ENCOUNTER,
+    RT_IMAGING_STUDY,
+    RT_OBSERVATION,
+    RT_PATIENT,
+    SUPPORTED_TYPES,
+)
+from fhir_adapters.fhir_time import parse_fhir_datetime
+from fhir_adapters.notes import BinaryResolver, note_from_resource
+from fhir_adapters.observation import (
+    ObservationIndex,
+    ObservationResult,
+    TimedNote,
+    observation_events,
+)
+from fhir_adapters.patient import death_time, demographics
+from fhir_adapters.quality import (
+    DUPLICATE,
+    IMAGE_FAILED,
+    MALFORMED,
+    NO_PATIENT,
+    UNKNOWN_CODE,
+    summary_note,
+)
+from fhir_adapters.references import patient_id_of
+from moe_core.feature_catalog import DEFAULT_SPEC
+from moe_core.feature_spec import FeatureSpec
+from moe_core.records import DEFAULT_WINDOW_HOURS, ImageRef, Note, PatientRecord, QualityNote
+
+__all__ = ["BuildReport", "StudyImageSource", "build_patient_records", "build_records"]
+
+Resource = Mapping[str, Any]
+# Resources without a patient that image sources may need (DICOMweb address, DICOM bytes).
+_SHARED_TYPES = frozenset({"Endpoint", "Binary", "Media"})
+_RELATED_TYPES = frozenset({"Endpoint", "Binary", "Media", RT_DOCUMENT_REFERENCE})
+_TEXT_LIKE = ("text/", "application/xhtml")
+
+
+class StudyImageSource(Protocol):
+    """What ``build_records`` needs of an image source (``fhir_adapters.imaging.ImageSource``)."""
+
+    def images_for(
+        self, study: Resource, related: Sequence[Resource]
+    ) -> tuple[list[ImageRef], list[QualityNote]]: ...
+
+
+@dataclass(slots=True)
+class BuildReport:
+    """Counts over a whole run (all patients): what was read, ignored or unusable."""
+
+    resources: Counter[str] = field(default_factory=Counter)
+    ignored_types: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    malformed: int = 0
+    patients: int = 0
+    patients_without_admission: int = 0
+    records: int = 0
+
+
+_INDEXES: dict[int, tuple[FeatureSpec, ObservationIndex]] = {}
+
+
+def _index(spec: FeatureSpec) -> ObservationIndex:
+    hit = _INDEXES.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        hit = (spec, ObservationIndex(spec))
+        _INDEXES[id(spec)] = hit
+    return hit[1]
+
+
+def _last_updated(res: Resource) -> str:
+    meta = res.get("meta")
+    return str(meta.get("lastUpdated") or "") if isinstance(meta, Mapping) else ""
+
+
+def _dedupe(
+    resources: Iterable[Resource], report: BuildReport
+) -> tuple[list[Resource], Counter[str]]:
+    """Keep one resource per (type, id): the latest ``meta.lastUpdated``, else the first.
+
+    Also returns the number of dropped duplicates per patient id.
+    """
+    kept: dict[tuple[str, str], Resource] = {}
+    dropped: Counter[str] = Counter()
+    anonymous: list[Resource] = []
+    for res in resources:
+        rid = res.get("id")
+        if not isinstance(rid, str) or not rid:
+            anonymous.append(res)
+            continue
+        key = (str(res.get("resourceType")), rid)
+        old = kept.get(key)
+        if old is None:
+            kept[key] = res
+            continue
+        report.duplicates += 1
+        dropped[patient_id_of(res) or ""] += 1
+        if _last_updated(res) > _last_updated(old):
+            kept[key] = res
+    return [*kept.values(), *anonymous], dropped
+
+
+def _in_window(t: datetime | None, start: datetime, end: datetime) -> bool:
+    return t is None or start <= t < end
+
+
+def _is_text_document(res: Resource) -> bool:
+    """False for DocumentReferences that only carry images / DICOM (those are not notes)."""
+    if res.get("resourceType") != RT_DOCUMENT_REFERENCE:
+        return True
+    types = [
+        str(c["attachment"].get("contentType") or "")
+        for c in res.get("content") or ()
+        if isinstance(c, Mapping) and isinstance(c.get("attachment"), Mapping)
+    ]
+    return not types or any(not t or t.startswith(_TEXT_LIKE) for t in types)
+
+
+@dataclass(slots=True)
+class _PatientInputs:
+    patient: Resource | None = None
+    encounters: list[EncounterInfo] = field(default_factory=list)
+    obs: ObservationResult = field(default_factory=ObservationResult)
+    notes: list[Note] = field(default_factory=list)
+    timed: list[TimedNote] = field(default_factory=list)
+    always: list[QualityNote] = field(default_factory=list)
+    studies: list[Resource] = field(default_factory=list)
+    related: list[Resource] = field(default_factory=list)
+
+
+def _collect(
+    resources: Sequence[Resource],
+    spec: FeatureSpec,
+    resolver: BinaryResolver | None,
+    report: BuildReport,
+) -> _PatientInputs:
+    index = _index(spec)
+    got = _PatientInputs()
+    ignored: Counter[str] = Counter()
+    for res in resources:
+        rtype = res.get("resourceType")
+        source = f"{rtype}/{res.get('id', '?')}"
+        try:
+            if rtype == RT_OBSERVATION:
+                observation_events(res, index, got.obs)
+            elif rtype == RT_ENCOUNTER:
+                got.encounters.append(parse_encounter(res))
+            elif rtype == RT_PATIENT:
+                got.patient = res
+            elif rtype in (RT_DOCUMENT_REFERENCE, RT_DIAGNOSTIC_REPORT):
+                if rtype == RT_DIAGNOSTIC_REPORT and not res.get("presentedForm"):
+                    continue  # a lab panel grouping Observations, not a note
+                if not _is_text_document(res):
+                    got.related.append(res)
+                    continue
+                result = note_from_resource(res, resolver)
+                got.timed.extend(result.quality)
+                if result.note is not None:
+                    got.notes.append(result.note)
+            elif rtype == RT_IMAGING_STUDY:
+                got.studies.append(res)
+            if rtype in _RELATED_TYPES:
+                got.related.append(res)
+            elif rtype not in SUPPORTED_TYPES:
+                ignored[str(rtype)] += 1
+        except MalformedResourceError as exc:
+            report.malformed += 1
+            got.always.append(QualityNote(source, MALFORMED, str(exc)))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            report.malformed += 1
+            got.always.append(QualityNote(source, MALFORMED, type(exc).__name__))
+    report.ignored_types.update(ignored)
+    if got.patient is None:
+        got.always.append(QualityNote("Patient", NO_PATIENT))
+    unknown = summary_note(RT_OBSERVATION, UNKNOWN_CODE, got.obs.unknown_codes)
+    if unknown is not None:
+        got.always.append(unknown)
+    return got
+
+
+def _images(
+    got: _PatientInputs,
+    shared: Sequence[Resource],
+    source: StudyImageSource | None,
+    start: datetime,
+    end: datetime,
+) -> tuple[list[ImageRef], list[QualityNote]]:
+    images: list[ImageRef] = []
+    notes: list[QualityNote] = []
+    if source is None:
+        return images, notes
+    related = [*got.related, *shared]
+    for study in got.studies:
+        started = parse_fhir_datetime(study.get("started"))
+        if started is not None and not start <= started < end:
+            continue
+        try:
+            refs, qn = source.images_for(study, related)
+        except Exception as exc:
+            notes.append(
+                QualityNote(f"ImagingStudy/{study.get('id', '?')}", IMAGE_FAILED, repr(exc))
+            )
+            continue
+        images.extend(r for r in refs if start <= r.time < end)
+        notes.extend(qn)
+    return images, notes
+
+
+def build_patient_records(
+    patient_id: str,
+    resources: Sequence[Resource],
+    *,
+    prediction_time: datetime | None = None,
+    window_hours: int = DEFAULT_WINDOW_HOURS,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    binary_resolver: BinaryResolver | None = None,
+    image_source: StudyImageSource | None = None,
+    shared: Sequence[Resource] = (),
+    inpatient_only: bool = True,
+    report: BuildReport | None = None,
+) -> list[PatientRecord]:
+    """Records of one patient from that patient's (already de-duplicated) resources."""
+    from training.labels import label_admission  # pure module; keeps the label rules in one place
+
+    report = report if report is not None else BuildReport()
+    got = _collect(resources, spec, binary_resolver, report)
+    admissions = sorted(
+        (e for e in got.encounters if e.is_inpatient or not inpatient_only),
+        key=lambda e: e.start,
+    )
+    if not admissions:
+        report.patients_without_admission += 1
+    events = sorted(got.obs.events, key=lambda e: (e.time, e.code))
+    timed = got.obs.notes + got.timed
+    dead = death_time(got.patient) if got.patient is not None else None
+    records: list[PatientRecord] = []
+    for enc in admissions:
+        cutoff = enc.start + timedelta(hours=window_hours)
+        if prediction_time is not None and prediction_time < cutoff:
+            cutoff = prediction_time
+        if cutoff <= enc.start:
+            continue
+        images, image_notes = _images(got, shared, image_source, enc.start, cutoff)
+        quality = [
+            *got.always,
+            *(q for t, q in timed if _in_window(t, enc.start, cutoff)),
+            *image_notes,
+        ]
+        others = [o.start for o in admissions if o is not enc]
+        labels = label_admission(
+            anchor_time=enc.start,
+            prediction_time=cutoff,
+            discharge_time=enc.end,
+            death_time=dead,
+            expire_flag=None,
+            other_admissions=others,
+        )
+        records.append(
+            PatientRecord(
+                patient_id=patient_id,
+                encounter_id=enc.encounter_id,
+                anchor_time=enc.start,
+                prediction_time=cutoff,
+                static=demographics(got.patient, enc.start, enc.admission_type),
+                events=[e for e in events if enc.start <= e.time < cutoff],
+                notes=sorted(
+                    (n for n in got.notes if enc.start <= n.time < cutoff), key=lambda n: n.time
+                ),
+                images=sorted(images, key=lambda i: i.time),
+                quality=quality,
+                discharge_time=enc.end,
+                death_time=dead,
+                discharge_disposition=enc.disposition,
+                encounter_class=enc.class_code,
+                labels=labels,
+            )
+        )
+    report.records += len(records)
+    return records
+
+
+def build_records(
+    resources: Iterable[Resource],
+    *,
+    prediction_time: datetime | None = None,
+    window_hours: int = DEFAULT_WINDOW_HOURS,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    binary_resolver: BinaryResolver | None = None,
+    image_source: StudyImageSource | None = None,
+    inpatient_only: bool = True,
+    report: BuildReport | None = None,
+) -> list[PatientRecord]:
+    """FHIR resources (any mix of patients) -> records, one per inpatient admission.
+
+    Resources that are not JSON objects or lack ``resourceType`` are counted in
+    ``report.malformed``. Output is ordered by patient id, then admission time.
+    """
+    report = report if report is not None else BuildReport()
+    by_patient: dict[str, list[Resource]] = defaultdict(list)
+    shared: list[Resource] = []
+    valid: list[Resource] = []
+    for res in resources:
+        if not isinstance(res, Mapping) or not isinstance(res.get("resourceType"), str):
+            report.malformed += 1
+            continue
+        report.resources[res["resourceType"]] += 1
+        valid.append(res)
+    kept, dropped = _dedupe(valid, report)
+    for res in kept:
+        pid = patient_id_of(res)
+        if pid is not None:
+            by_patient[pid].append(res)
+        elif res["resourceType"] in _SHARED_TYPES:
+            shared.append(res)
+        else:
+            report.ignored_types[res["resourceType"]] += 1
+    records: list[PatientRecord] = []
+    for pid in sorted(by_patient):
+        report.patients += 1
+        recs = build_patient_records(
+            pid,
+            by_patient[pid],
+            prediction_time=prediction_time,
+            window_hours=window_hours,
+            spec=spec,
+            binary_resolver=binary_resolver,
+            image_source=image_source,
+            shared=shared,
+            inpatient_only=inpatient_only,
+            report=report,
+        )
+        if dropped[pid]:
+            note = QualityNote("Bundle", DUPLICATE, f"{dropped[pid]} duplicate resources dropped")
+            for r in recs:
+                r.quality.append(note)
+        records.extend(recs)
+    return records
