@@ -17,7 +17,7 @@ TABLES = {"model_versions", "predictions", "feedback", "batch_jobs", "seen_token
 
 def _exercise(url: str) -> None:
     repo = Repository.open(url)
-    assert TABLES <= set(inspect(repo.db.engine).get_table_names())
+    assert set(inspect(repo.db.engine).get_table_names()) >= TABLES
     mid = repo.register_model(
         name="m", version="1", spec_version="s1", checksum="abc", path="/x", metrics={"auroc": 0.8}
     )
