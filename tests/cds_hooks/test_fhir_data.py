@@ -72,7 +72,8 @@ def test_relative_date_token_is_rendered() -> None:
 
 
 def test_template_with_absent_context_field_is_not_rendered() -> None:
-    assert render_template("Encounter/{{context.encounterId}}", {"patientId": "p"}, date.today()) is None
+    out = render_template("Encounter/{{context.encounterId}}", {"patientId": "p"}, date.today())
+    assert out is None
 
 
 def test_complete_prefetch_needs_no_server() -> None:
