@@ -27,6 +27,7 @@ __all__ = [
     "INDICATORS",
     "OVERRIDE_REASONS",
     "OVERRIDE_REASON_SYSTEM",
+    "EXPLANATION_EXTENSION",
     "CardSet",
     "RiskAssessmentBuilder",
     "build_cards",
@@ -44,6 +45,9 @@ OVERRIDE_REASONS: tuple[tuple[str, str], ...] = (
     ("disagree", "Clinical judgement differs from the estimate"),
 )
 TOPIC_SYSTEM = "urn:moe-health:cds:task"
+# Card extension (the spec reserves ``extension``) with the explanation as data, for EHRs
+# that chart it (the demo page draws the gate weights from it).
+EXPLANATION_EXTENSION = "org.moe-health.explanation"
 _LEVEL_WORDS = {"info": "lower", "warning": "elevated", "critical": "high"}
 # Plain words for modalities and the one-letter expert names (E, T, I).
 _MODALITY_WORDS = {
@@ -173,6 +177,17 @@ def _create_action(
     }
 
 
+def _explanation(view: PredictionView, task: Task, risk: float) -> dict[str, Any]:
+    return {
+        "task": task.key,
+        "risk": round(risk, 6),
+        "gateWeights": {k: round(v, 6) for k, v in view.gate_weights.items()},
+        "modalitiesUsed": list(view.modalities_used),
+        "modalitiesMissing": list(view.modalities_missing),
+        "hoursCovered": view.hours_covered,
+    }
+
+
 def build_cards(
     view: PredictionView,
     *,
@@ -217,6 +232,7 @@ def build_cards(
                     {"code": code, "system": OVERRIDE_REASON_SYSTEM, "display": display}
                     for code, display in OVERRIDE_REASONS
                 ],
+                "extension": {EXPLANATION_EXTENSION: _explanation(view, task, risk)},
             }
         )
         if writeback:
