@@ -102,16 +102,14 @@ def _last_updated(res: Resource) -> str:
     return str(meta.get("lastUpdated") or "") if isinstance(meta, Mapping) else ""
 
 
-def _dedupe(
-    resources: Iterable[Resource], report: BuildReport
-) -> tuple[list[Resource], Counter[str]]:
+def _dedupe(resources: Iterable[Resource], report: BuildReport) -> tuple[list[Resource], int]:
     """Keep one resource per (type, id): the latest ``meta.lastUpdated``, else the first.
 
-    Also returns the number of dropped duplicates per patient id.
+    Also returns how many duplicates were dropped.
     """
     kept: dict[tuple[str, str], Resource] = {}
-    dropped: Counter[str] = Counter()
     anonymous: list[Resource] = []
+    dropped = 0
     for res in resources:
         rid = res.get("id")
         if not isinstance(rid, str) or not rid:
@@ -122,10 +120,10 @@ def _dedupe(
         if old is None:
             kept[key] = res
             continue
-        report.duplicates += 1
-        dropped[patient_id_of(res) or ""] += 1
+        dropped += 1
         if _last_updated(res) > _last_updated(old):
             kept[key] = res
+    report.duplicates += dropped
     return [*kept.values(), *anonymous], dropped
 
 
@@ -248,11 +246,15 @@ def build_patient_records(
     inpatient_only: bool = True,
     report: BuildReport | None = None,
 ) -> list[PatientRecord]:
-    """Records of one patient from that patient's (already de-duplicated) resources."""
+    """Records of one patient from that patient's resources (duplicates are dropped here)."""
     from training.labels import label_admission  # pure module; keeps the label rules in one place
 
     report = report if report is not None else BuildReport()
-    got = _collect(resources, spec, binary_resolver, report)
+    unique, dropped = _dedupe(resources, report)
+    got = _collect(unique, spec, binary_resolver, report)
+    if dropped:
+        detail = f"{dropped} duplicate resources dropped"
+        got.always.append(QualityNote("Bundle", DUPLICATE, detail))
     admissions = sorted(
         (e for e in got.encounters if e.is_inpatient or not inpatient_only),
         key=lambda e: e.start,
@@ -334,8 +336,7 @@ def build_records(
             continue
         report.resources[res["resourceType"]] += 1
         valid.append(res)
-    kept, dropped = _dedupe(valid, report)
-    for res in kept:
+    for res in valid:
         pid = patient_id_of(res)
         if pid is not None:
             by_patient[pid].append(res)
@@ -358,9 +359,5 @@ def build_records(
             inpatient_only=inpatient_only,
             report=report,
         )
-        if dropped[pid]:
-            note = QualityNote("Bundle", DUPLICATE, f"{dropped[pid]} duplicate resources dropped")
-            for r in recs:
-                r.quality.append(note)
         records.extend(recs)
     return records
