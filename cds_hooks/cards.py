@@ -24,10 +24,10 @@ from cds_hooks.prediction import ModelInfo, PredictionView
 from moe_core.modalities import Modality, Task
 
 __all__ = [
+    "EXPLANATION_EXTENSION",
     "INDICATORS",
     "OVERRIDE_REASONS",
     "OVERRIDE_REASON_SYSTEM",
-    "EXPLANATION_EXTENSION",
     "CardSet",
     "RiskAssessmentBuilder",
     "build_cards",

@@ -129,7 +129,7 @@ class ModelService:
         gather_notes: Sequence[str] = (),
     ) -> PredictionView:
         """Assemble the admission from ``resources`` and predict (blocking; run in a thread)."""
-        from fhir_adapters.records import build_records
+        from fhir_adapters.record import build_records
 
         now = datetime.now(UTC)
         records = build_records(list(resources), prediction_time=now)
@@ -169,20 +169,25 @@ class ModelService:
         )
 
     def risk_assessment(self, view: PredictionView, task: Task) -> dict[str, Any]:
-        """A FHIR RiskAssessment for one task of ``view`` (built by ``fhir_adapters``)."""
-        from fhir_adapters.risk_assessment import build_risk_assessment
+        """A FHIR RiskAssessment for one task of ``view`` (built by ``fhir_adapters``).
 
-        resource: dict[str, Any] = build_risk_assessment(
-            subject=view.patient_ref,
-            encounter=view.encounter_ref,
-            task=task,
-            probability=view.risks[task.key],
+        The ``id`` is dropped: this goes into a ``create`` action, where the EHR assigns it.
+        """
+        from fhir_adapters.risk_assessment import risk_assessment
+
+        resource = risk_assessment(
+            patient_id=view.patient_ref.removeprefix("Patient/"),
+            encounter_id=(view.encounter_ref or "").removeprefix("Encounter/"),
             occurrence=view.window_end,
+            risks={task: view.risks[task.key]},
             model_name=self.name,
             model_version=self.version,
+            modalities_used=[Modality[m] for m in view.modalities_used],
+            modalities_missing=[Modality[m] for m in view.modalities_missing],
+            gate_weights=view.gate_weights,
         )
+        resource.pop("id", None)
         return resource
-
 
 def _window(record: Any) -> Any:
     from datetime import timedelta
