@@ -2,7 +2,7 @@
 
 Rebuild::
 
-    moe-health synth --patients 60 --seed 7 --out /tmp/demo-cohort
+    moe-health synth --patients 40 --seed 1 --out /tmp/demo-cohort
     python -m cds_hooks.demo_patients --cohort /tmp/demo-cohort --out cds_hooks/demo/patients.json
 
 One patient per availability pattern (E, T, I, E+T, E+I, T+I, E+T+I). The generator
