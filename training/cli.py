@@ -216,8 +216,99 @@ def evaluate(
     typer.echo(text)
 
 
+def build_cohort(
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Cohort folder to write (Parquet + summary)."
+    ),
+    mimic_dir: Path | None = typer.Option(
+        None,
+        "--mimic-dir",
+        help="MIMIC-IV folder (v2.2 or later; v1.0 layout tolerated) holding hosp/ and icu/ "
+        "csv.gz files. Cohort: hospital admissions with an ICU stay, adults (age >= 18 at "
+        "admission), alive and still in hospital at the prediction time.",
+    ),
+    notes_dir: Path | None = typer.Option(
+        None,
+        "--notes-dir",
+        help="MIMIC-IV-Note folder (with note/ or the csv.gz files directly): radiology "
+        "reports stored before the prediction time become notes; discharge summaries are "
+        "never read.",
+    ),
+    cxr_dir: Path | None = typer.Option(
+        None,
+        "--cxr-dir",
+        help="MIMIC-CXR-JPG folder: mimic-cxr-2.0.0-metadata.csv.gz + files/pXX/... jpgs. The "
+        "first frontal (AP, else PA) image inside the window is used.",
+    ),
+    physionet2012: Path | None = typer.Option(
+        None,
+        "--physionet2012",
+        help="PhysioNet/CinC 2012 folder with set-<x>.tar.gz (or set-<x>/ folders) and "
+        "Outcomes-<x>.txt; read from the archives directly.",
+    ),
+    physionet_sets: str = typer.Option(
+        "a", "--physionet-sets", help="Comma-separated PhysioNet 2012 sets to read: a, b, c."
+    ),
+    fhir_ndjson: Path | None = typer.Option(
+        None,
+        "--fhir-ndjson",
+        help="A FHIR Bulk Data NDJSON export folder (Patient, Encounter, Observation, ...); "
+        "labels come from Encounter (discharge, disposition) and Patient (deceased).",
+    ),
+    window_hours: int = typer.Option(
+        48, "--window-hours", min=1, help="Observation window: prediction time = admission + N h."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the 80/10/10 patient-level split (saved to splits.json)."
+    ),
+    memory_limit: str = typer.Option(
+        "8GB",
+        "--memory-limit",
+        help="DuckDB memory cap for MIMIC-IV (e.g. '8GB'); larger intermediate results spill "
+        "to --temp-dir. Full MIMIC-IV builds within 24 GiB.",
+    ),
+    temp_dir: Path | None = typer.Option(
+        None, "--temp-dir", help="Folder for DuckDB spill files (default: the system temp)."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="DuckDB threads (default: all cores)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Build a cohort folder from MIMIC-IV, PhysioNet 2012 or a FHIR NDJSON export.
+
+    Writes admissions/events/notes/images Parquet tables, splits.json (by patient,
+    80/10/10, seeded) and summary.json/summary.md (counts per step, label rates,
+    modality availability per combination), and prints the summary.
+    """
+    from training.build_cohort import BuildCohortRequest, run_build_cohort
+    from training.cohort_report import print_cohort_summary
+
+    try:
+        req = BuildCohortRequest(
+            out=out,
+            mimic_dir=mimic_dir,
+            notes_dir=notes_dir,
+            cxr_dir=cxr_dir,
+            physionet2012=physionet2012,
+            physionet_sets=tuple(s.strip() for s in physionet_sets.split(",") if s.strip()),
+            fhir_ndjson=fhir_ndjson,
+            window_hours=window_hours,
+            seed=seed,
+            memory_limit=memory_limit,
+            temp_dir=temp_dir,
+            threads=threads,
+            progress=progress,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    print_cohort_summary(run_build_cohort(req))
+    typer.echo(f"cohort written to {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands (``synth``, ``train``, ``evaluate``) to ``app``."""
     app.command("synth")(synth)
+    app.command("build-cohort")(build_cohort)
     app.command("train")(train)
     app.command("evaluate")(evaluate)
