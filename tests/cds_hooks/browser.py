@@ -34,9 +34,14 @@ class Chromium:
         binary = require_executable("chromium", "/usr/bin/chromium", "chromium-browser")
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
-             f"--remote-debugging-port={self.port}", "--remote-debugging-address=127.0.0.1",
-             "about:blank"],
+            [
+                binary,
+                *FLAGS,
+                f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                f"--remote-debugging-port={self.port}",
+                "--remote-debugging-address=127.0.0.1",
+                "about:blank",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -47,7 +52,9 @@ class Chromium:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=2) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/json/list", timeout=2
+                ) as r:
                     targets = json.load(r)
                 pages = [t for t in targets if t.get("type") == "page"]
                 if pages:
