@@ -21,17 +21,28 @@ def _exercise(url: str) -> None:
     mid = repo.register_model(
         name="m", version="1", spec_version="s1", checksum="abc", path="/x", metrics={"auroc": 0.8}
     )
-    assert repo.register_model(
-        name="m", version="1", spec_version="s1", checksum="abc", path="/x"
-    ) == mid
+    assert (
+        repo.register_model(name="m", version="1", spec_version="s1", checksum="abc", path="/x")
+        == mid
+    )
     repo.record_prediction(
-        hook_instance="h-1", service_id="patient-view", patient_key="k" * 32,
-        model_version="1", model_version_id=mid, risks={"mortality": 0.2},
-        modalities={"used": ["EHR"]}, card_uuids=["c1"], abstain_reason=None, latency_ms=12.5,
+        hook_instance="h-1",
+        service_id="patient-view",
+        patient_key="k" * 32,
+        model_version="1",
+        model_version_id=mid,
+        risks={"mortality": 0.2},
+        modalities={"used": ["EHR"]},
+        card_uuids=["c1"],
+        abstain_reason=None,
+        latency_ms=12.5,
     )
     ts = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     repo.record_feedback(
-        service_id="patient-view", card_uuid="c1", outcome="overridden", outcome_timestamp=ts,
+        service_id="patient-view",
+        card_uuid="c1",
+        outcome="overridden",
+        outcome_timestamp=ts,
         override_reason={"userComment": "known"},
     )
     repo.record_job("job-1", status="running", source="/export", model_version="1")

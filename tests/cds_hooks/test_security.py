@@ -112,9 +112,7 @@ def test_unknown_kid_is_rejected(verifier: TokenVerifier, keys: SigningKeys) -> 
         _verify(verifier, f"Bearer {keys.token(AUD, kid='rotated-away')}")
 
 
-def test_key_of_other_type_than_alg_is_rejected(
-    verifier: TokenVerifier, keys: SigningKeys
-) -> None:
+def test_key_of_other_type_than_alg_is_rejected(verifier: TokenVerifier, keys: SigningKeys) -> None:
     # RS384 signature, but the header points at the EC key
     with pytest.raises(AuthError):
         _verify(verifier, f"Bearer {keys.token(AUD, alg='RS384', kid='ec-1')}")
