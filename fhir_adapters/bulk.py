@@ -10,19 +10,20 @@ Works over a ``FhirClient`` (so it shares its auth: a bearer token or
   an exponential backoff from ``min_poll`` to ``max_poll`` seconds, until ``timeout``;
   200 carries the manifest; an error status raises ``BulkJobError``;
 * download: each manifest output file is streamed to ``<Type>.<n>.ndjson`` (gzip
-  Content-Encoding is decoded by httpx; a URL ending in ``.gz`` is kept compressed as
-  ``.ndjson.gz``), never held in memory. ``fhir_adapters.ndjson`` reads the folder.
+  Content-Encoding is decoded by httpx; a body that is itself gzip, e.g. a ``.gz``
+  file, is kept compressed as ``.ndjson.gz``), never held in memory;
+  ``fhir_adapters.ndjson`` reads the folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -41,6 +42,7 @@ __all__ = ["BulkDataClient", "ExportLevel", "Manifest", "ManifestFile"]
 
 ExportLevel = Literal["system", "patient", "group"]
 _CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,7 @@ class BulkDataClient:
             raise BulkKickoffError(
                 f"$export answered {response.status_code} without a Content-Location"
             )
-        return location
+        return str(location)
 
     def wait(self, status_url: str) -> Manifest:
         """Poll the status URL until the manifest is ready (or error / timeout)."""
@@ -176,13 +178,12 @@ class BulkDataClient:
         for f in manifest.output:
             n = seen.get(f.type, 0)
             seen[f.type] = n + 1
-            gz = urlsplit(f.url).path.endswith(".gz")
-            path = out_dir / f"{f.type or 'Resource'}.{n:03d}.ndjson{'.gz' if gz else ''}"
-            self._stream_to(f.url, path, raw=gz)
-            written.append(path)
+            stem = out_dir / f"{f.type or 'Resource'}.{n:03d}.ndjson"
+            written.append(self._stream_to(f.url, stem))
         return written
 
-    def _stream_to(self, url: str, path: Path, *, raw: bool) -> None:
+    def _stream_to(self, url: str, stem: Path) -> Path:
+        """Stream ``url`` to ``stem`` (``.gz`` added when the body itself is gzip)."""
         retry = self.client.retry
         for attempt in range(retry.retries + 1):
             try:
@@ -196,13 +197,16 @@ class BulkDataClient:
                             self._sleep(retry.delay(attempt, response))
                             continue
                         raise BulkJobError(f"download of {url} failed: {response.status_code}")
-                    chunks = response.iter_raw(_CHUNK) if raw else response.iter_bytes(_CHUNK)
-                    tmp = path.with_suffix(path.suffix + ".part")
+                    tmp = stem.with_suffix(".part")
+                    magic = b""
                     with tmp.open("wb") as fh:
-                        for chunk in chunks:
+                        for chunk in response.iter_bytes(_CHUNK):
+                            if not magic:
+                                magic = chunk[:2]
                             fh.write(chunk)
+                    path = stem.with_name(stem.name + ".gz") if magic == _GZIP_MAGIC else stem
                     tmp.replace(path)
-                    return
+                    return path
             except httpx.TransportError as exc:
                 if attempt >= retry.retries:
                     raise FhirTransportError(f"download of {url}: {exc!r}") from exc
@@ -211,10 +215,8 @@ class BulkDataClient:
 
     def delete(self, status_url: str) -> None:
         """Tell the server the export's files may be removed (errors ignored: best effort)."""
-        try:
+        with contextlib.suppress(FhirHTTPError):
             self.client.request("DELETE", status_url)
-        except FhirHTTPError:
-            pass
 
     def export(
         self,
