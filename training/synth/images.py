@@ -3,7 +3,8 @@
 A 256x256 frontal film shows the body outline, two dark lung fields, the mediastinum
 and heart, the spine and faint ribs. Lung opacity (the latent ``opacity`` of
 ``outcomes.py``) appears as a bright blob in the right lower lung whose presence and
-radius grow with it (``blob_radius``); a lateral film shows it too. Every file is
+radius grow with it (``blob_radius``); a lateral film shows it too. Files are
+written by ``fhir_adapters.imaging.synthetic``, the chest X-ray DICOM writer. Every file is
 marked synthetic (PatientName ``Synthetic^...``, PatientIdentityRemoved YES).
 """
 
@@ -16,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 __all__ = [
     "CR_SOP_CLASS",
@@ -33,7 +32,7 @@ __all__ = [
 IMAGE_SIZE = 256
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 CR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
-_BITS = 12
+_TOP = 65535  # 16-bit stored values
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,43 +109,29 @@ def write_dicom(
     taken: datetime,
     accession: str,
 ) -> None:
-    """Write ``pixels`` (bright = dense) as a 12-bit DICOM file at ``path``."""
-    meta = FileMetaDataset()
-    sop_class = DX_SOP_CLASS if image.modality == "DX" else CR_SOP_CLASS
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(image.sop_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = image.sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = image.series_uid
-    ds.Modality = image.modality
-    ds.PatientID = patient_id
+    """Write ``pixels`` (in [0, 1], bright = dense) as a 16-bit DICOM file at ``path``.
+
+    Uses the imaging package's chest X-ray writer, then marks the file synthetic.
+    """
+    from fhir_adapters.imaging.synthetic import CxrDicomSpec, build_cxr_dataset
+
+    spec = CxrDicomSpec(
+        view_position=image.view,
+        acquired_at=taken,
+        modality=image.modality,
+        monochrome1=image.monochrome1,
+        study_uid=study_uid,
+        series_uid=image.series_uid,
+        sop_uid=image.sop_uid,
+        patient_id=patient_id,
+        series_description=f"CHEST {image.view}",
+    )
+    stored = np.round(pixels * _TOP).astype(np.uint16)
+    ds = build_cxr_dataset(stored, spec)
     ds.PatientName = patient_name
-    ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "synthetic data: no real patient"
     ds.AccessionNumber = accession
-    ds.StudyDate = ds.ContentDate = ds.AcquisitionDate = taken.strftime("%Y%m%d")
-    ds.StudyTime = ds.ContentTime = ds.AcquisitionTime = taken.strftime("%H%M%S")
-    ds.TimezoneOffsetFromUTC = "+0000"
     ds.StudyDescription = "CHEST RADIOGRAPH (SYNTHETIC)"
-    ds.SeriesDescription = f"CHEST {image.view}"
-    ds.BodyPartExamined = "CHEST"
-    ds.ViewPosition = image.view
     ds.SeriesNumber = 1 if image.view in ("AP", "PA") else 2
-    ds.InstanceNumber = 1
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if image.monochrome1 else "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = _BITS
-    ds.HighBit = _BITS - 1
-    ds.PixelRepresentation = 0
-    ds.PixelSpacing = [1.4, 1.4]
-    top = (1 << _BITS) - 1
-    stored = pixels if not image.monochrome1 else 1.0 - pixels
-    ds.PixelData = np.round(stored * top).astype(np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
