@@ -33,7 +33,7 @@ from pydicom.valuerep import DA, DT, TM
 
 from fhir_adapters.imaging.dicom_keys import VIEW_CODE_MEANINGS, VIEW_TEXT_TOKENS, VIEW_UNKNOWN
 
-__all__ = ["DicomHeader", "dicom_time", "read_header", "view_position"]
+__all__ = ["HEADER_KEYWORDS", "DicomHeader", "dicom_time", "read_header", "view_position"]
 
 _TEXT_VIEW_ATTRIBUTES = (
     "ViewName",
@@ -49,6 +49,21 @@ _DATE_TIME_PAIRS = (
     ("StudyDate", "StudyTime"),
 )
 _WORD = re.compile(r"[A-Z]+")
+# Every attribute read_header looks at: DICOMweb metadata is trimmed to these.
+HEADER_KEYWORDS: tuple[str, ...] = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "Modality",
+    "ImageLaterality",
+    "NumberOfFrames",
+    "ViewPosition",
+    "ViewCodeSequence",
+    *_TEXT_VIEW_ATTRIBUTES,
+    "AcquisitionDateTime",
+    *(k for pair in _DATE_TIME_PAIRS for k in pair),
+    "TimezoneOffsetFromUTC",
+)
 
 
 @dataclass(frozen=True, slots=True)
