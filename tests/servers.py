@@ -6,16 +6,20 @@ Each starter fails under CI=true when its server is not installed and skips else
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port, require_executable
 
-__all__ = ["PostgresServer", "start_postgres"]
+__all__ = ["PostgresServer", "sekmet_server", "start_postgres", "start_sekmet"]
 
 _PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -86,3 +90,93 @@ def start_postgres(tmp_path: Path) -> PostgresServer:
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"postgres did not open port {port}")
+
+
+# --- sekmet-fhir: an R4 server with $export and SMART Backend Services -------------------
+
+SEKMET_READY_TIMEOUT_S = 90.0
+
+
+def _sekmet_settings(
+    root: Path, port: int, tokens: list[str], smart_clients: list[dict[str, object]]
+) -> Path:
+    import json
+
+    types = (["bearer"] if tokens else []) + (["smart"] if smart_clients else [])
+    settings = {
+        "base_url": f"http://127.0.0.1:{port}/fhir",
+        "host": "127.0.0.1",
+        "port": port,
+        "data_dir": str(root / "data"),
+        "validation": {"inbound": "off"},
+        "simulator": {"enabled": False},
+        "server_auth": {
+            "types": types or ["none"],
+            "tokens": tokens,
+            "smart_clients": smart_clients,
+        },
+    }
+    path = root / "settings.yaml"
+    path.write_text(json.dumps(settings))  # JSON is valid YAML
+    return path
+
+
+@contextlib.contextmanager
+def start_sekmet(
+    tmp_path: Path,
+    *,
+    tokens: list[str] | None = None,
+    smart_clients: list[dict[str, object]] | None = None,
+) -> Iterator[str]:
+    """Run ``sekmet serve`` on a free loopback port with its data in ``tmp_path``.
+
+    Yields the FHIR base URL (``http://127.0.0.1:<port>/fhir``). ``tokens`` turns on static
+    bearer auth; ``smart_clients`` (sekmet ``SmartClient`` dicts: ``client_id``, ``jwks``,
+    ``scopes``) turns on SMART Backend Services. The server is stopped on exit.
+    """
+    import httpx
+
+    exe = require_executable("sekmet")
+    root = tmp_path / "sekmet"
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = _sekmet_settings(root, port, tokens or [], smart_clients or [])
+    log = (root / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [exe, "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "SEKMET_CONFIG": str(config)},
+    )
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        deadline = time.monotonic() + SEKMET_READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"sekmet exited with {proc.returncode}: "
+                    f"{(root / 'serve.log').read_text(errors='replace')[-2000:]}"
+                )
+            try:
+                if httpx.get(f"{base}/metadata", timeout=2.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sekmet did not answer on {base} within the timeout")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture
+def sekmet_server(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty sekmet-fhir server (no auth); yields its FHIR base URL."""
+    with start_sekmet(tmp_path) as base:
+        yield base
