@@ -7,6 +7,8 @@ ImagingStudy; ``dicomweb``, ``attachments`` and ``local_folder`` implement it.
 
 from __future__ import annotations
 
+from fhir_adapters.imaging.attachments import AttachmentSource, BinaryResolver
+from fhir_adapters.imaging.dicomweb import AsyncDicomWebClient, DicomWebClient, DicomWebSource
 from fhir_adapters.imaging.errors import (
     DicomDecodeError,
     ImageReferenceError,
@@ -16,6 +18,7 @@ from fhir_adapters.imaging.errors import (
     UnsupportedImageError,
 )
 from fhir_adapters.imaging.header import DicomHeader, read_header
+from fhir_adapters.imaging.local_folder import LocalFolderSource
 from fhir_adapters.imaging.reader import DicomImage, ImageReader, PydicomReader, content_hash
 from fhir_adapters.imaging.source import (
     CombinedSource,
@@ -26,16 +29,22 @@ from fhir_adapters.imaging.source import (
 )
 
 __all__ = [
+    "AsyncDicomWebClient",
+    "AttachmentSource",
+    "BinaryResolver",
     "CombinedSource",
     "DicomDecodeError",
     "DicomHeader",
     "DicomImage",
+    "DicomWebClient",
+    "DicomWebSource",
     "ImageReader",
     "ImageReferenceError",
     "ImageRetrievalError",
     "ImageSource",
     "ImagesAndNotes",
     "ImagingError",
+    "LocalFolderSource",
     "PydicomReader",
     "TruncatedDicomError",
     "UnsupportedImageError",

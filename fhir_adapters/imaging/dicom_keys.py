@@ -14,9 +14,12 @@ __all__ = [
     "DICOM_SUFFIXES",
     "LATERAL_VIEWS",
     "MULTIPART_DICOM_ACCEPT",
+    "RADIOGRAPH_MODALITIES",
+    "REASON_NOT_RADIOGRAPH",
     "REASON_NO_FRONTAL_VIEW",
     "REASON_NO_TIME",
     "REASON_NO_VIEW",
+    "REASON_STUDY_MISMATCH",
     "VIEW_CODE_MEANINGS",
     "VIEW_TEXT_TOKENS",
     "VIEW_UNKNOWN",
@@ -28,6 +31,8 @@ DICOM_JSON_MEDIA_TYPE: Final = "application/dicom+json"
 MULTIPART_DICOM_ACCEPT: Final = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 DICOM_SUFFIXES: Final = (".dcm", ".dicom", ".dic", "")  # "" : PACS exports often have none
 
+# Modalities a chest radiograph arrives as; "" (absent) is let through, OT = Secondary Capture.
+RADIOGRAPH_MODALITIES: Final = frozenset({"CR", "DX", "DR", "OT", ""})
 VIEW_UNKNOWN: Final = "UNKNOWN"  # ImageRef.view_position when no attribute names a view
 LATERAL_VIEWS: Final = frozenset({"LL", "RL", "LATERAL", "LAT", "LLD", "RLD", "XTABLE LATERAL"})
 
@@ -65,3 +70,5 @@ VIEW_TEXT_TOKENS: Final = {
 REASON_NO_FRONTAL_VIEW: Final = "no frontal chest X-ray (AP/PA) in study"
 REASON_NO_VIEW: Final = "view position unknown"
 REASON_NO_TIME: Final = "image time unknown"
+REASON_STUDY_MISMATCH: Final = "DICOM belongs to another study"
+REASON_NOT_RADIOGRAPH: Final = "not a radiograph"

@@ -27,7 +27,11 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from fhir_adapters.client import RETRY_STATUSES, BearerAuth, RetryPolicy
-from fhir_adapters.imaging.dicom_keys import DICOM_JSON_MEDIA_TYPE, MULTIPART_DICOM_ACCEPT
+from fhir_adapters.imaging.dicom_keys import (
+    DICOM_JSON_MEDIA_TYPE,
+    MULTIPART_DICOM_ACCEPT,
+    RADIOGRAPH_MODALITIES,
+)
 from fhir_adapters.imaging.errors import ImageReferenceError, ImageRetrievalError, ImagingError
 from fhir_adapters.imaging.header import HEADER_KEYWORDS, DicomHeader, read_header
 from fhir_adapters.imaging.multipart import split_multipart
@@ -44,7 +48,6 @@ from fhir_adapters.imaging.source import (
 from moe_core.records import ImageRef, QualityNote
 
 __all__ = [
-    "RADIOGRAPH_MODALITIES",
     "AsyncDicomWebClient",
     "DicomWebClient",
     "DicomWebSource",
@@ -52,7 +55,6 @@ __all__ = [
     "headers_from_metadata",
 ]
 
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "OT", ""})  # OT: Secondary Capture
 _HEADER_TAGS = frozenset(f"{tag_for_keyword(k):08X}" for k in HEADER_KEYWORDS)
 Auth = httpx.Auth | str | None
 

@@ -10,7 +10,11 @@ The hierarchy::
     └── ImageReferenceError          a FHIR resource does not say where the image is
 
 Only these types leave the imaging package, so a record assembler needs a single
-``except ImagingError`` to keep one bad image from failing the whole patient.
+``except ImagingError`` to keep one bad image from failing the whole patient. A lazy
+``ImageRef.loader`` raises them too; decode and reference errors are also
+``ValueError`` s and retrieval errors ``OSError`` s, so code that loads pixels and
+catches ``(ValueError, OSError)`` (``moe_core.features``) handles them without
+importing this package.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class ImagingError(Exception):
     reason = "image unusable"
 
 
-class DicomDecodeError(ImagingError):
+class DicomDecodeError(ImagingError, ValueError):
     """The bytes could not be parsed or decoded as a DICOM image."""
 
     reason = "corrupt DICOM"
@@ -49,13 +53,13 @@ class UnsupportedImageError(DicomDecodeError):
     reason = "unsupported DICOM image"
 
 
-class ImageRetrievalError(ImagingError):
+class ImageRetrievalError(ImagingError, OSError):
     """A DICOMweb server or an attachment URL failed (HTTP status, timeout, bad body)."""
 
     reason = "image retrieval failed"
 
 
-class ImageReferenceError(ImagingError):
+class ImageReferenceError(ImagingError, ValueError):
     """A FHIR resource names no endpoint, attachment or instance to fetch."""
 
     reason = "image reference missing"
