@@ -4,7 +4,8 @@ Cohort (paper section 4.1), each step counted in the summary:
 
 1. hospital admissions (``hosp/admissions``);
 2. with at least one ICU stay (``icu/icustays.hadm_id``);
-3. adults: ``anchor_age + year(admittime) - anchor_year >= 18``;
+3. adults: age at admission >= 18, from the birth date MIMIC implies
+   (``training.mimic.demographics.mimic_birth_date``);
 4. alive at the prediction time (``admittime + window``): earlier deaths excluded;
 5. still in hospital at the prediction time: earlier discharges excluded
    (rules and labels: ``training.labels``).
@@ -26,13 +27,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from fhir_adapters.notes import clean_note_text
 from moe_core.feature_catalog import DEFAULT_SPEC
 from moe_core.feature_spec import FeatureSpec
 from moe_core.records import DEFAULT_WINDOW_HOURS, ImageRef, Note, PatientRecord, QualityNote
 from training.cohort_images import FileImageLoader
 from training.cohort_store import write_cohort
 from training.labels import exclusion_reason, label_admission
-from training.mimic.demographics import mimic_demographics
+from training.mimic.demographics import DAYS_PER_YEAR, mimic_demographics
 from training.mimic.events import convert_rows, events_query, grouped
 from training.mimic.layout import (
     ADMISSIONS,
@@ -45,7 +47,7 @@ from training.mimic.layout import (
     find_table,
     resolve_columns,
 )
-from training.mimic.sources import clean_note_text, cxr_image_path, cxr_query, notes_query
+from training.mimic.sources import cxr_image_path, cxr_query, notes_query
 from training.splits import assign_splits, split_config
 
 __all__ = ["MimicCohortConfig", "build_mimic_cohort", "iter_mimic_records", "select_admissions"]
@@ -133,7 +135,8 @@ def select_admissions(
         f"a.{a['admission_type']} AS admission_type, {disposition} AS discharge_location, "
         f"a.{a['race']} AS race, CAST(a.{a['expire']} AS INTEGER) = 1 AS expire, "
         f"p.{p['gender']} AS gender, "
-        f"p.{p['anchor_age']} + (year(a.{a['admittime']}) - p.{p['anchor_year']}) AS age, "
+        f"datediff('day', make_date(CAST(p.{p['anchor_year']} - p.{p['anchor_age']} AS BIGINT), "
+        f"1, 1), CAST(a.{a['admittime']} AS DATE)) / {DAYS_PER_YEAR} AS age, "
         f"a.{a['hadm_id']} IN (SELECT hadm_id FROM {csv_source(icu_path)} "
         f"WHERE hadm_id IS NOT NULL) AS has_icu "
         f"FROM {csv_source(adm_path, ts)} a "

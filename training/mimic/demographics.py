@@ -4,9 +4,15 @@ The text -> category maps live in ``moe_core.feature_catalog`` so the FHIR path 
 the same way. MIMIC-IV keeps race and ethnicity in one field (``admissions.race``):
 Hispanic/Latino entries give ethnicity ``hispanic`` (race unknown); any other entry
 with a known race gives ``not_hispanic``; unknown/declined/other leave both unknown.
+
+Age: MIMIC-IV publishes ``anchor_age`` (age during ``anchor_year``), not a birth
+date. Both the cohort builder and the FHIR exporter use the birth date it implies
+(``mimic_birth_date``) and count fractional years from it, so both paths agree.
 """
 
 from __future__ import annotations
+
+from datetime import date, datetime
 
 from moe_core.feature_catalog import (
     admission_type_category,
@@ -16,16 +22,29 @@ from moe_core.feature_catalog import (
 )
 from moe_core.records import UNKNOWN, Demographics
 
-__all__ = ["age_at_admission", "mimic_demographics", "mimic_ethnicity"]
+__all__ = [
+    "DAYS_PER_YEAR",
+    "age_at_admission",
+    "mimic_birth_date",
+    "mimic_demographics",
+    "mimic_ethnicity",
+]
+
+DAYS_PER_YEAR = 365.2425  # the Gregorian mean year, as the FHIR adapter uses for birthDate
+
+
+def mimic_birth_date(anchor_age: int, anchor_year: int) -> date:
+    """The birth date MIMIC-IV implies: 1 January of ``anchor_year - anchor_age``."""
+    return date(int(anchor_year) - int(anchor_age), 1, 1)
 
 
 def age_at_admission(
-    anchor_age: float | None, anchor_year: int | None, admit_year: int
+    anchor_age: int | None, anchor_year: int | None, admit: datetime
 ) -> float | None:
-    """MIMIC-IV age: ``anchor_age`` plus the years from ``anchor_year`` to the admission."""
+    """Age in fractional years at ``admit``: days since ``mimic_birth_date`` / 365.2425."""
     if anchor_age is None or anchor_year is None:
         return None
-    return float(anchor_age) + float(admit_year - anchor_year)
+    return (admit.date() - mimic_birth_date(anchor_age, anchor_year)).days / DAYS_PER_YEAR
 
 
 def mimic_ethnicity(race_text: str | None) -> str:

@@ -125,6 +125,8 @@ def convert_rows(rows: list[dict[str, Any]], by_itemid: dict[int, FeatureDef]) -
             dropped[(row["source"], itemid, REASON_IMPLAUSIBLE, f"unit={unit!r}")] += 1
         else:
             events.append(Event(_utc(row["time"]), fdef.code, value))
+    # Stable sort: equal (time, code) keep query order, which the FHIR export also uses.
+    events.sort(key=lambda e: (e.time, e.code))
     quality = [
         QualityNote(f"{src} itemid {item}", reason, f"{detail} n={n}".strip())
         for (src, item, reason, detail), n in sorted(dropped.items())

@@ -2,21 +2,20 @@
 
 Notes: only tables other than discharge summaries (see ``layout.find_note_tables``);
 a report counts from the time it was stored (``storetime``, else ``charttime``),
-because that is when a clinician could read it, and must be available strictly
-before the prediction time. CXR: the first frontal study in
+because that is when a clinician could read it, and must become available inside
+``[admittime, prediction_time)``. CXR: the first frontal study in
 ``[admittime, prediction_time)`` -- AP first, else PA -- as in the paper.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import duckdb
 
 from training.mimic.layout import csv_source, find_cxr_metadata, resolve_columns
 
-__all__ = ["clean_note_text", "cxr_image_path", "cxr_query", "notes_query"]
+__all__ = ["cxr_image_path", "cxr_query", "notes_query"]
 
 _NOTE_COLUMNS = {
     "subject_id": ("subject_id",),
@@ -32,15 +31,6 @@ _CXR_COLUMNS = {
     "date": ("StudyDate",),
     "time": ("StudyTime",),
 }
-_DEID = re.compile(r"_{2,}|\[\*\*[^\]]*\*\*\]")  # MIMIC-IV "___" and MIMIC-III "[** **]"
-
-
-def clean_note_text(text: str | None) -> str:
-    """Note text with de-identification placeholders removed and whitespace tidied."""
-    if not text:
-        return ""
-    lines = (" ".join(_DEID.sub(" ", line).split()) for line in text.splitlines())
-    return "\n".join(line for line in lines if line)
 
 
 def notes_query(con: duckdb.DuckDBPyConnection, tables: list[tuple[str, Path]], window: str) -> str:
@@ -55,7 +45,7 @@ def notes_query(con: duckdb.DuckDBPyConnection, tables: list[tuple[str, Path]], 
         parts.append(
             f"SELECT w.hadm_id, {avail} AS time, '{kind}' AS kind, n.{c['text']} AS text "
             f"FROM {src} n JOIN {window} w ON n.{c['subject_id']} = w.subject_id "
-            f"AND n.{c['charttime']} >= w.start_time AND {avail} < w.stop_time"
+            f"AND {avail} >= w.start_time AND {avail} < w.stop_time"
         )
     return " UNION ALL ".join(parts) + " ORDER BY hadm_id, time, kind, text"
 
