@@ -57,6 +57,9 @@ class TextEncoderConfig:
     pooling: str = "cls"  # "cls" (paper eq. 7) or "mean" (sentence-transformers style)
     freeze: bool = True  # frozen encoders make cached embeddings exact
     input_dim: int | None = None  # hidden size; read from the HF config when None
+    # False: projection only, for training on cached embeddings; the backbone is loaded
+    # from ``path`` when raw text must be encoded (serving).
+    load_backbone: bool = True
 
     def __post_init__(self) -> None:
         if self.pooling not in ("cls", "mean"):
@@ -66,6 +69,19 @@ class TextEncoderConfig:
 
     def resolved_path(self) -> Path:
         return Path(self.path) if self.path else default_text_encoder_path()
+
+
+def _hidden_size(backbone: nn.Module | None, config: TextEncoderConfig) -> int:
+    if backbone is not None:
+        size = int(getattr(getattr(backbone, "config", None), "hidden_size", 0) or 0)
+    else:
+        from transformers import AutoConfig
+
+        hf = AutoConfig.from_pretrained(str(config.resolved_path()), local_files_only=True)
+        size = int(getattr(hf, "hidden_size", 0) or 0)
+    if size <= 0:
+        raise ValueError("cannot tell the text encoder's hidden size; set input_dim")
+    return size
 
 
 class TextEncoder(nn.Module):
@@ -81,21 +97,26 @@ class TextEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
-        if backbone is None:
+        if backbone is None and config.load_backbone:
             from transformers import AutoModel
 
             backbone = AutoModel.from_pretrained(str(config.resolved_path()), local_files_only=True)
         self.backbone = backbone
-        hidden = int(getattr(getattr(backbone, "config", None), "hidden_size", 0) or 0)
-        self.input_dim = config.input_dim or hidden
-        if self.input_dim <= 0:
-            raise ValueError("cannot tell the text encoder's hidden size; set input_dim")
+        self.input_dim = config.input_dim or _hidden_size(backbone, config)
+        config.input_dim = self.input_dim  # recorded so a checkpoint rebuilds the projection
         self.proj = nn.Linear(self.input_dim, d_h)
-        if config.freeze:
+        if config.freeze and self.backbone is not None:
             self.backbone.requires_grad_(False)
 
     def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pooled encoder output (B, D_text): what a text embedding cache stores."""
+        if self.backbone is None:
+            raise ValueError(
+                "text encoder was built without its backbone (load_backbone=False); "
+                "pass cached text embeddings or load the backbone"
+            )
+        if self.config.freeze:
+            self.backbone.eval()  # no dropout in a frozen encoder: cached embeddings match
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze):
             hidden: torch.Tensor = self.backbone(
                 input_ids=ids, attention_mask=mask
