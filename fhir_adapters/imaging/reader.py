@@ -86,21 +86,50 @@ def content_hash(data: bytes | bytearray | memoryview) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _open(source: DicomSource, *, stop_before_pixels: bool) -> Dataset:
-    stream: str | Path | BinaryIO
-    if isinstance(source, bytes | bytearray | memoryview):
-        stream = io.BytesIO(bytes(source))
-    else:
-        stream = source
+def _looks_like_bare_dataset(head: bytes) -> bool:
+    """A DICOM stream without the 128-byte preamble starts with group 0002 or 0008."""
+    return len(head) >= 4 and int.from_bytes(head[:2], "little") in (0x0002, 0x0008)
+
+
+def _parse(stream: BinaryIO, *, stop_before_pixels: bool) -> Dataset:
     try:
-        # force=True also reads DICOM streams written without the 128-byte preamble.
-        return dcmread(stream, stop_before_pixels=stop_before_pixels, force=True)
-    except (InvalidDicomError, EOFError) as exc:
+        try:
+            ds = dcmread(stream, stop_before_pixels=stop_before_pixels)
+        except InvalidDicomError:
+            stream.seek(0)
+            if not _looks_like_bare_dataset(stream.read(4)):
+                raise
+            stream.seek(0)
+            ds = dcmread(stream, stop_before_pixels=stop_before_pixels, force=True)
+    except InvalidDicomError as exc:
+        raise DicomDecodeError(f"not a DICOM stream: {exc}") from exc
+    except EOFError as exc:
         raise TruncatedDicomError(f"DICOM stream ends early: {exc}") from exc
-    except OSError as exc:
-        raise DicomDecodeError(f"cannot open DICOM: {exc}") from exc
     except Exception as exc:  # pydicom raises many types on garbage; one type leaves here
         raise DicomDecodeError(f"cannot parse DICOM: {type(exc).__name__}: {exc}") from exc
+    # pydicom stops quietly when a stream ends between elements, so check what we got.
+    at_end = stream.read(1) == b""
+    if "Rows" not in ds or "Columns" not in ds:
+        if at_end and "SOPInstanceUID" not in ds:  # every complete object has one
+            raise TruncatedDicomError("DICOM stream ends early, inside the header")
+        raise UnsupportedImageError("DICOM object is not an image (no Rows/Columns)")
+    if stop_before_pixels and at_end:
+        raise TruncatedDicomError("DICOM stream ends early, before the pixel data")
+    if not stop_before_pixels and "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise TruncatedDicomError("DICOM stream ends early: image header without pixel data")
+    return ds
+
+
+def _open(source: DicomSource, *, stop_before_pixels: bool) -> Dataset:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return _parse(io.BytesIO(bytes(source)), stop_before_pixels=stop_before_pixels)
+    if isinstance(source, str | Path):
+        try:
+            with open(source, "rb") as stream:
+                return _parse(stream, stop_before_pixels=stop_before_pixels)
+        except OSError as exc:
+            raise DicomDecodeError(f"cannot open DICOM file: {exc}") from exc
+    return _parse(source, stop_before_pixels=stop_before_pixels)
 
 
 def _voi_output_range(ds: Dataset) -> tuple[float, float]:

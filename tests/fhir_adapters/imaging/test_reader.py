@@ -191,11 +191,22 @@ def test_multi_frame_uses_first_frame(nih_pixels: npt.NDArray[np.uint8]) -> None
     assert got.header.frames == 2
 
 
-def test_image_without_pixel_data_is_unsupported(nih_pixels: npt.NDArray[np.uint8]) -> None:
+def test_image_header_without_pixel_data_is_truncated(nih_pixels: npt.NDArray[np.uint8]) -> None:
     ds = build_cxr_dataset(nih_pixels, CxrDicomSpec())
     del ds.PixelData
+    with pytest.raises(TruncatedDicomError):
+        READER.read(_save(ds))
+
+
+def test_non_image_dicom_is_unsupported(nih_pixels: npt.NDArray[np.uint8]) -> None:
+    ds = build_cxr_dataset(nih_pixels, CxrDicomSpec())
+    for key in ("PixelData", "Rows", "Columns"):
+        delattr(ds, key)
+    ds.ContentSequence = []  # a structured report, say: no image module
     with pytest.raises(UnsupportedImageError):
         READER.read(_save(ds))
+    with pytest.raises(UnsupportedImageError):
+        READER.read_header(_save(ds) + b"\x00" * 0)
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # lower case on purpose
