@@ -129,14 +129,26 @@ class ModelService:
         gather_notes: Sequence[str] = (),
     ) -> PredictionView:
         """Assemble the admission from ``resources`` and predict (blocking; run in a thread)."""
+        from fhir_adapters.imaging.attachments import AttachmentSource
         from fhir_adapters.record import build_records
 
         now = datetime.now(UTC)
-        records = build_records(list(resources), prediction_time=now)
-        record = _choose(records, encounter_id)
+        images = AttachmentSource()  # DICOM sent inline; never files or URLs named by the caller
         notes = list(gather_notes)
+        records = build_records(list(resources), prediction_time=now, image_source=images)
+        record = _choose(records, patient_id, encounter_id)
         if record is None:
-            reason = "no hospital encounter to score"
+            # Date-shifted records (synthetic or de-identified data) start after "now":
+            # score their own 48 h window instead, and say so on the card.
+            shifted = _choose(
+                build_records(list(resources), image_source=images), patient_id, encounter_id
+            )
+            if shifted is not None and shifted.anchor_time > now:
+                record = shifted
+                notes.append("record dates lie in the future (date-shifted data): the first "
+                             "48 h of the admission were used")
+        if record is None:
+            reason = "no inpatient encounter with a start time to score"
             return _abstained(patient_id, encounter_id, now, reason, notes)
         pred = self.predictor.predict([record])[0]
         notes += [_quality_text(q) for q in record.quality]
@@ -197,7 +209,9 @@ def _window(record: Any) -> Any:
     return timedelta(hours=DEFAULT_WINDOW_HOURS)
 
 
-def _choose(records: Sequence[Any], encounter_id: str | None) -> Any:
+def _choose(records: Sequence[Any], patient_id: str, encounter_id: str | None) -> Any:
+    """The context's admission: the named encounter, else the patient's most recent one."""
+    records = [r for r in records if r.patient_id == patient_id]  # never another patient's
     if not records:
         return None
     if encounter_id:
