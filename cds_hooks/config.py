@@ -85,6 +85,10 @@ class Settings(BaseSettings):
         default=30, ge=1, le=365,
         description="Prefetch window for Observations/notes/images: today() - N days.",
     )
+    window_hours: int = Field(
+        default=48, ge=1, le=240,
+        description="Observation window after admission the model reads (the paper's 48 h).",
+    )
     writeback: bool = Field(
         default=False,
         description="Return RiskAssessment creates as systemActions for every call "

@@ -17,7 +17,7 @@ import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -248,6 +248,46 @@ async def _obtain(
     return ([found] if found is not None else []), "fhirServer"
 
 
+def _admission_window(
+    encounters: list[dict[str, Any]], context: Mapping[str, Any], hours: int
+) -> tuple[datetime, datetime] | None:
+    """[start, start + hours) of the context's admission (or the latest inpatient one)."""
+    from fhir_adapters.encounter import parse_encounter
+    from fhir_adapters.errors import MalformedResourceError
+
+    infos = []
+    for enc in encounters:
+        try:
+            infos.append(parse_encounter(enc))
+        except MalformedResourceError:
+            continue
+    wanted = context.get("encounterId")
+    chosen = [i for i in infos if i.encounter_id == wanted] if wanted else [
+        i for i in infos if i.is_inpatient
+    ]
+    if not chosen:
+        return None
+    start = max(i.start for i in chosen)
+    return start, start + timedelta(hours=hours)
+
+
+def _windowed(
+    key: PrefetchKey, context: Mapping[str, Any], start: datetime, end: datetime
+) -> str | None:
+    patient = quote(str(context.get("patientId", "")), safe="")
+    lo = quote(start.isoformat(), safe="")
+    hi = quote(end.isoformat(), safe="")
+    param = {
+        PrefetchKey.OBSERVATIONS: "date",
+        PrefetchKey.DOCUMENTS: "date",
+        PrefetchKey.IMAGING: "started",
+    }.get(key)
+    if param is None:
+        return None
+    count = "&_count=1000" if key is PrefetchKey.OBSERVATIONS else ""
+    return f"{KEY_RESOURCE_TYPE[key]}?patient={patient}&{param}=ge{lo}&{param}=lt{hi}{count}"
+
+
 async def gather_resources(
     service: ServiceDefinition,
     context: Mapping[str, Any],
@@ -283,9 +323,19 @@ async def gather_resources(
             return key, None, str(exc)
         return key, resources, src
 
+    head = (PrefetchKey.PATIENT, PrefetchKey.ENCOUNTER)
+    rest = tuple(k for k in PREFETCH_KEYS if k not in head)
     try:
         async with asyncio.timeout(settings.fhir_total_timeout_s):
-            results = await asyncio.gather(*(one(k) for k in PREFETCH_KEYS))
+            results = list(await asyncio.gather(*(one(k) for k in head)))
+            # Fetching ourselves, we can bound searches by the admission's own window
+            # (prefetch tokens cannot express it); the prefetch, when given, is used as is.
+            encounters = next((r for k, r, _ in results if k is PrefetchKey.ENCOUNTER), None)
+            window = _admission_window(encounters or [], context, settings.window_hours)
+            if window is not None:
+                for key in rest:
+                    queries[key] = _windowed(key, context, *window) or queries[key]
+            results += await asyncio.gather(*(one(k) for k in rest))
     except TimeoutError as exc:
         raise PreconditionFailedError(
             f"FHIR data could not be gathered within {settings.fhir_total_timeout_s:g} s"

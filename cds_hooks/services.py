@@ -65,7 +65,7 @@ class ServiceDefinition:
         encounter = (
             "Encounter/{{context.encounterId}}"
             if self.encounter_in_context
-            else f"Encounter?patient={patient}&_sort=-date&_count=1"
+            else f"Encounter?patient={patient}&_sort=-date&_count=20"
         )
         return {
             PrefetchKey.PATIENT: f"Patient/{patient}",
