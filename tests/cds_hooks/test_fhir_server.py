@@ -1,0 +1,90 @@
+"""Prefetch missing: the service fetches from a real sekmet-fhir server with the bearer token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_hooks.main import create_app
+from fhir_adapters.client import FhirClient
+from fhir_adapters.references import reference_id
+from tests.cds_hooks.card_spec import assert_valid_card
+from tests.cds_hooks.conftest import make_settings
+from tests.servers import start_sekmet
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "cds-hooks-token"
+PV = "/cds-services/patient-view"
+
+
+@pytest.fixture(scope="module")
+def synthea_server(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> Iterator[tuple[str, str, str]]:
+    """sekmet (bearer auth) holding one Synthea patient; (base, patient id, inpatient encounter)."""
+    tmp = tmp_path_factory.mktemp("sekmet-cds")
+    with start_sekmet(tmp, tokens=[TOKEN]) as base:
+        with FhirClient(base, auth=TOKEN, timeout=120) as client:
+            path = sorted((shared_data / "synthea-r4").glob("*.json"))[0]
+            bundle = orjson.loads(path.read_bytes())
+            response = client.transaction(bundle)
+            locations = [str(reference_id(e["response"]["location"])) for e in response["entry"]]
+            kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
+            pid = locations[kinds.index("Patient")]
+            inpatient = [
+                loc
+                for loc, e in zip(locations, bundle["entry"], strict=True)
+                if e["resource"]["resourceType"] == "Encounter"
+                and e["resource"].get("class", {}).get("code") == "IMP"
+            ]
+        yield base, pid, inpatient[-1]
+
+
+def _body(base: str, pid: str, eid: str | None, token: str) -> dict[str, Any]:
+    context = {"userId": "Practitioner/x", "patientId": pid}
+    if eid:
+        context["encounterId"] = eid
+    return {
+        "hook": "patient-view",
+        "hookInstance": f"sekmet-{pid}-{eid}-{token}",
+        "fhirServer": base,
+        "fhirAuthorization": {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "user/*.read",
+            "subject": "moe-health",
+        },
+        "context": context,
+    }
+
+
+@pytest.mark.parametrize("with_encounter", [True, False], ids=["encounterId", "latest-inpatient"])
+def test_missing_prefetch_is_fetched_from_the_fhir_server(
+    synthea_server: tuple[str, str, str], tmp_path: Path, with_encounter: bool
+) -> None:
+    base, pid, eid = synthea_server
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        resp = client.post(PV, json=_body(base, pid, eid if with_encounter else None, TOKEN))
+        assert resp.status_code == 200, resp.text
+        for card in resp.json()["cards"]:
+            assert_valid_card(card)
+        audit = client.app.state.cds.repository.predictions()  # type: ignore[attr-defined]
+        assert set(audit[0].modalities["sources"].values()) == {"fhirServer"}
+        assert "EHR" in audit[0].modalities["used"] or audit[0].abstain_reason
+
+
+def test_fhir_server_refusing_the_token_is_412(
+    synthea_server: tuple[str, str, str], tmp_path: Path
+) -> None:
+    base, pid, eid = synthea_server
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        resp = client.post(PV, json=_body(base, pid, eid, "wrong-token"))
+        assert resp.status_code == 412
+        assert "401" in resp.json()["issue"][0]["diagnostics"]
