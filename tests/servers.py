@@ -17,9 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, require_executable
+from tests.conftest import IN_CI, free_port, require_executable
 
-__all__ = ["PostgresServer", "sekmet_server", "start_postgres", "start_sekmet"]
+__all__ = [
+    "PostgresServer",
+    "orthanc_server",
+    "sekmet_server",
+    "start_orthanc",
+    "start_postgres",
+    "start_sekmet",
+]
 
 _PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -179,4 +186,91 @@ def start_sekmet(
 def sekmet_server(tmp_path: Path) -> Iterator[str]:
     """A fresh, empty sekmet-fhir server (no auth); yields its FHIR base URL."""
     with start_sekmet(tmp_path) as base:
+        yield base
+
+
+# --- Orthanc with its DICOMweb plugin ---------------------------------------------------
+
+ORTHANC_READY_TIMEOUT_S = 60.0
+_DICOMWEB_PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
+
+
+def _dicomweb_plugin() -> str:
+    for folder in _DICOMWEB_PLUGIN_DIRS:
+        for path in sorted(folder.glob("libOrthancDicomWeb.so*")):
+            if path.is_file():
+                return str(path)
+    msg = "the Orthanc DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)"
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@contextlib.contextmanager
+def start_orthanc(tmp_path: Path) -> Iterator[str]:
+    """Run Orthanc + DICOMweb on a free loopback port with its storage in ``tmp_path``.
+
+    Yields the server root (``http://127.0.0.1:<port>``); DICOMweb is at ``/dicom-web/``.
+    No authentication, no remote access, the DICOM (DIMSE) server off. Stopped on exit.
+    """
+    import json
+
+    import httpx
+
+    exe = require_executable("Orthanc", "/usr/sbin/Orthanc")
+    plugin = _dicomweb_plugin()
+    root = tmp_path / "orthanc"
+    (root / "db").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = {
+        "Name": "moe-health-test",
+        "StorageDirectory": str(root / "db"),
+        "IndexDirectory": str(root / "db"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "DicomPort": free_port(),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [plugin],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
+    }
+    config_path = root / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    log = (root / "orthanc.log").open("wb")
+    proc = subprocess.Popen(
+        [exe, str(config_path)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ORTHANC_READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"Orthanc exited with {proc.returncode}: "
+                    f"{(root / 'orthanc.log').read_text(errors='replace')[-2000:]}"
+                )
+            try:
+                if httpx.get(f"{base}/system", timeout=2.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Orthanc did not answer on {base} within the timeout")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture
+def orthanc_server(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty Orthanc with DICOMweb; yields its root URL."""
+    with start_orthanc(tmp_path) as base:
         yield base

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from fhir_adapters.imaging.synthetic import load_png
 from tests.conftest import IN_CI
+from tests.servers import start_orthanc
 
 NIH_FOLDER = "cxr-nih-sample/images"
 
@@ -48,3 +50,10 @@ def nih_pngs(shared_data: Path) -> list[Path]:
 def nih_pixels(nih_pngs: list[Path]) -> npt.NDArray[np.uint8]:
     """One NIH radiograph, cropped to 512x512 to keep codecs fast: (H, W) uint8."""
     return load_png(nih_pngs[0])[256:768, 256:768].copy()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Orthanc + DICOMweb per test module (each test uses its own study UIDs)."""
+    with start_orthanc(tmp_path_factory.mktemp("orthanc")) as base:
+        yield base
