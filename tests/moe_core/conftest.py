@@ -171,7 +171,7 @@ def make_batch(
         extra["text_ids"] = torch.randint(1000, 2000, (b, seq_len), generator=g)
         extra["text_ids"][:, 0] = 101
         extra["text_mask"] = torch.ones(b, seq_len, dtype=torch.long)
-        extra["image"] = torch.randn(b, 3, 64, 64, generator=g)
+        extra["image"] = torch.randn(b, 3, 32, 32, generator=g)
     return ModalityBatch(
         ehr_static_num=torch.randn(b, 1, generator=g),
         ehr_static_num_mask=torch.ones(b, 1),
