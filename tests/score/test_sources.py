@@ -77,3 +77,13 @@ def test_unknown_resource_type_is_reported_and_known_unused_type_skipped(tmp_pat
 def test_skipped_patients_are_not_grouped(tmp_path: Path) -> None:
     groups, _ = _run(_export(tmp_path), skip={"p2"})
     assert sorted(g.patient_id for g in groups) == ["p1", "p3"]
+
+
+def test_spilling_to_disk_gives_the_same_groups(tmp_path: Path) -> None:
+    folder = _export(tmp_path)
+    in_memory, _ = _run(folder)
+    spilled, failures = _run(folder, memory_bytes=0)
+    assert sorted((g.patient_id, g.resources) for g in spilled) == sorted(  # type: ignore[type-var]
+        (g.patient_id, g.resources) for g in in_memory
+    )
+    assert len(failures) == 3

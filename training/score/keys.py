@@ -21,12 +21,14 @@ __all__ = [
     "ERRORS_FILE",
     "LEDGER_FILE",
     "PARTS_DIR",
+    "REASON_ABSTAINED",
     "REASON_BAD_RESOURCE",
     "REASON_NO_ENCOUNTER",
     "REASON_NO_PATIENT",
     "REASON_RECORD_FAILED",
     "REASON_SCORING_FAILED",
     "REASON_UNKNOWN_TYPE",
+    "REASON_WRITE_BACK_FAILED",
     "RISK_NDJSON_FILE",
     "SUMMARY_FILE",
     "TABLE_COLUMNS",
@@ -65,7 +67,9 @@ REASON_UNKNOWN_TYPE: Final = "unsupported resource type"
 REASON_NO_PATIENT: Final = "resource without a patient reference"
 REASON_NO_ENCOUNTER: Final = "patient has no scorable encounter"
 REASON_RECORD_FAILED: Final = "could not build a patient record"
+REASON_ABSTAINED: Final = "model abstained: no modality in the observation window"
 REASON_SCORING_FAILED: Final = "model could not score the record"
+REASON_WRITE_BACK_FAILED: Final = "write-back to the FHIR server failed"
 
 # Output layout under --out.
 RISK_NDJSON_FILE: Final = "RiskAssessment.ndjson"

@@ -123,10 +123,11 @@ class ScoredRow:
     patient_id: str
     encounter_id: str
     prediction_time: str
-    risks: tuple[float, ...]  # Task order, rounded to RISK_DECIMALS
+    risks: dict[str, float]  # Task key -> probability, rounded to RISK_DECIMALS
     modalities_used: tuple[str, ...]  # Modality names, lower case
     modalities_missing: tuple[str, ...]
     abstain_reason: str | None = None
+    gate_weights: dict[str, float] | None = None  # expert name -> gate probability
 
 
 class BatchScorer(Protocol):
@@ -246,7 +247,9 @@ def table_rows(scored: ScoredRow, info: ModelInfo) -> list[dict[str, Any]]:
     """One table row per task for a scored admission (abstentions get an empty risk)."""
     rows = []
     for task in TASKS:
-        risk = None if scored.abstain_reason else scored.risks[task]
+        if task.key not in scored.risks:
+            continue  # a model trained for a subset of tasks
+        risk = None if scored.abstain_reason else scored.risks[task.key]
         rows.append(
             {
                 keys.COL_PATIENT_ID: scored.patient_id,

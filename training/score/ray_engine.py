@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from moe_core.feature_spec import FeatureSpec, NormStats
 from training.score.local import StageTimes, score_rows
@@ -47,7 +48,7 @@ from training.score.render import OutputRenderer
 from training.score.run_store import Chunk, RunCounts, RunStore
 from training.score.sources import canonical_group, line_source, open_ndjson, parse_line
 
-__all__ = ["FeaturiseStage", "RayEngine", "ScoreActor", "read_shard"]
+__all__ = ["FeaturiseStage", "RayEngine", "ScoreActor", "featurise_group", "read_shard"]
 
 _ERROR_KEY = ""  # group key of read failures (no patient)
 _READ_BATCH = 20_000  # rows per block emitted while reading one shard
@@ -62,13 +63,15 @@ PID, RESOURCE, ERROR, FEATURES, FAILURES, SCORED, N_RES = (
 )
 
 
-def read_shard(
-    batch: dict[str, np.ndarray[Any, Any]], skip: frozenset[str]
-) -> Iterator[dict[str, list[Any]]]:
+_READ_SCHEMA = pa.schema([(PID, pa.string()), (RESOURCE, pa.binary()), (ERROR, pa.binary())])
+
+
+def read_shard(batch: dict[str, np.ndarray[Any, Any]], skip: frozenset[str]) -> Iterator[pa.Table]:
     """One NDJSON file per input row -> (patient id, raw line, error) rows, in blocks."""
     for path_str in batch["path"]:
         path = Path(str(path_str))
         out: dict[str, list[Any]] = {PID: [], RESOURCE: [], ERROR: []}
+        sent = False
         with open_ndjson(path) as fh:
             for line_no, line in enumerate(fh, start=1):
                 parsed = parse_line(line, line_source(path, line_no))
@@ -83,10 +86,10 @@ def read_shard(
                     out[RESOURCE].append(line.rstrip(b"\r\n"))
                     out[ERROR].append(b"")
                 if len(out[PID]) >= _READ_BATCH:
-                    yield out
-                    out = {PID: [], RESOURCE: [], ERROR: []}
-        if out[PID]:
-            yield out
+                    yield pa.table(out, schema=_READ_SCHEMA)
+                    out, sent = {PID: [], RESOURCE: [], ERROR: []}, True
+        if out[PID] or not sent:  # an empty file still yields a block with the schema
+            yield pa.table(out, schema=_READ_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,13 @@ class FeaturiseStage:
             FEATURES: [pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)],
             FAILURES: [orjson.dumps([f.to_dict() for f in failures])],
         }
+
+
+def featurise_group(
+    group: dict[str, np.ndarray[Any, Any]], stage: FeaturiseStage
+) -> dict[str, list[Any]]:
+    """``map_groups`` entry point (Ray wants a named function)."""
+    return stage(group)
 
 
 class ScoreActor:
@@ -163,6 +173,7 @@ class RayEngine:
     chunk_patients: int = 256
     actors: int = 1  # scoring actors; one GPU each when ``gpus_per_actor`` > 0
     gpus_per_actor: float = 0.0
+    shuffle_partitions: int = 8  # hash partitions of the group-by (raise on a cluster)
     on_commit: Callable[[Chunk], None] | None = None  # e.g. write-back
 
     def run(
@@ -182,9 +193,9 @@ class RayEngine:
         skip = frozenset(store.completed)
         ds: Any = ray.data.from_items([{"path": str(p)} for p in files])
         ds = ds.map_batches(read_shard, batch_size=1, fn_kwargs={"skip": skip})
-        ds = ds.groupby(PID).map_groups(
-            FeaturiseStage(self.build, self.spec, self.stats, self.image_cached),
-            batch_format="numpy",
+        stage = FeaturiseStage(self.build, self.spec, self.stats, self.image_cached)
+        ds = ds.groupby(PID, num_partitions=self.shuffle_partitions).map_groups(
+            featurise_group, batch_format="numpy", fn_kwargs={"stage": stage}
         )
         ds = ds.map_batches(
             ScoreActor,

@@ -1,11 +1,12 @@
 """Bulk NDJSON on disk -> one ``PatientGroup`` per patient, with bounded memory.
 
 A Bulk Data export is one file per resource type, so a patient's resources are spread
-over many files. ``spill_groups`` reads every line once and appends it to one of ``P``
-partition files chosen by a hash of the patient id (spill to disk), then groups one
-partition at a time in memory; memory is bounded by the largest partition, i.e. about
-``export size / P``. Lines that are not JSON, resources of a type the model does not
-read, and resources that name no patient become ``Failure`` items; the run goes on.
+over many files. ``spill_groups`` reads every line once. A small export is grouped in
+memory; past a byte budget every line goes to one of ``P`` partition files chosen by a
+hash of the patient id (spill to disk), and partitions are grouped one at a time, so
+memory is bounded by the budget plus the largest partition (about ``export size / P``).
+Lines that are not JSON, resources of a type FHIR does not define, and resources that
+name no patient become ``Failure`` items; the run goes on.
 
 Plain (``.ndjson``) and gzip (``.ndjson.gz``) files are read alike. Within a group,
 resources are ordered by (type, id), so every engine sees the same order.
@@ -25,11 +26,13 @@ from typing import IO, Any, cast
 
 import orjson
 
+from fhir_adapters.fhir_keys import SUPPORTED_TYPES
 from fhir_adapters.references import patient_id_of
 from training.score import keys
 from training.score.pipeline import Failure, PatientGroup
 
 __all__ = [
+    "DEFAULT_MEMORY_BYTES",
     "SCORED_RESOURCE_TYPES",
     "ParsedLine",
     "canonical_group",
@@ -44,18 +47,9 @@ __all__ = [
 
 # Resource types the record builder reads. Other FHIR R4 types (Claim, Organization,
 # ...) are skipped silently; a type FHIR R4 does not define is counted and reported.
-SCORED_RESOURCE_TYPES = frozenset(
-    {
-        "Patient",
-        "Encounter",
-        "Observation",
-        "DocumentReference",
-        "DiagnosticReport",
-        "ImagingStudy",
-        "Media",
-    }
-)
+SCORED_RESOURCE_TYPES = SUPPORTED_TYPES
 _DEFAULT_PARTITIONS = 64
+DEFAULT_MEMORY_BYTES = 128 * 1024 * 1024  # NDJSON bytes held parsed before spilling
 
 # (patient id, resource) on success, a Failure otherwise, None for a skipped line.
 ParsedLine = tuple[str, dict[str, Any]] | Failure | None
@@ -137,22 +131,24 @@ def spill_groups(
     files: Iterable[Path],
     *,
     partitions: int = _DEFAULT_PARTITIONS,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
     skip: frozenset[str] | set[str] = frozenset(),
     workdir: Path | None = None,
 ) -> Iterator[PatientGroup | Failure]:
     """Every patient's resources as one group (see the module docstring).
 
-    Patients in ``skip`` (already scored, for ``--resume``) are dropped while spilling.
-    Failures are yielded during the first pass, groups during the second.
+    Parsed resources stay in memory while their lines total less than ``memory_bytes``
+    (one JSON parse per line); past that, everything goes to ``partitions`` spill files
+    and each partition is grouped in turn. Patients in ``skip`` (already scored, for
+    ``--resume``) are dropped while reading. Failures are yielded as they are found.
     """
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     with tempfile.TemporaryDirectory(prefix="moe-score-", dir=workdir) as tmp:
+        memory: dict[str, list[dict[str, Any]]] = {}
+        held = 0
         with contextlib.ExitStack() as stack:
-            spill = [
-                stack.enter_context(open(Path(tmp) / f"{i:04d}.ndjson", "wb"))
-                for i in range(partitions)
-            ]
+            spill: list[IO[bytes]] = []
             for path in files:
                 with open_ndjson(path) as fh:
                     for line_no, line in enumerate(fh, start=1):
@@ -162,15 +158,33 @@ def spill_groups(
                         if isinstance(parsed, Failure):
                             yield parsed
                             continue
-                        pid = parsed[0]
+                        pid, resource = parsed
                         if pid in skip:
+                            continue
+                        if not spill:
+                            memory.setdefault(pid, []).append(resource)
+                            held += len(line)
+                            if held > memory_bytes:  # from here on, spill to disk
+                                spill = [
+                                    stack.enter_context(open(Path(tmp) / f"{i:04d}", "wb"))
+                                    for i in range(partitions)
+                                ]
+                                for mpid in list(memory):
+                                    out = spill[_partition(mpid, partitions)]
+                                    for res in memory.pop(mpid):
+                                        out.write(mpid.encode() + b"\t" + orjson.dumps(res) + b"\n")
                             continue
                         out = spill[_partition(pid, partitions)]
                         # the raw line, prefixed by its patient: no re-serialisation
                         out.write(pid.encode() + b"\t" + line.rstrip(b"\r\n") + b"\n")
+            spilled = bool(spill)
+        if not spilled:
+            for pid in sorted(memory):
+                yield canonical_group(pid, memory.pop(pid))
+            return
         for i in range(partitions):
             by_patient: dict[str, list[dict[str, Any]]] = {}
-            with open(Path(tmp) / f"{i:04d}.ndjson", "rb") as fh:
+            with open(Path(tmp) / f"{i:04d}", "rb") as fh:
                 for line in fh:
                     pid_raw, _, raw = line.partition(b"\t")
                     by_patient.setdefault(pid_raw.decode(), []).append(orjson.loads(raw))
