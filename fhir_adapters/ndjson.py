@@ -3,21 +3,23 @@
 A hospital export does not fit in memory, so grouping is a bounded two-stage process:
 
 1. **Scan.** Every line of every ``*.ndjson`` / ``*.ndjson.gz`` file is read once. Its
-   resource type and patient are found *without* parsing the JSON when the line is
-   unambiguous (exactly one ``"resourceType"`` key, at most one ``"subject"`` /
-   ``"patient"`` key, no ``"contained"``): two byte regexes. Other lines are parsed with
-   orjson. Lines of types the assembler does not read (Claim, ExplanationOfBenefit, ...)
-   are counted and dropped here, unparsed. Kept lines are buffered as raw bytes per
-   patient in memory while the buffer holds less than ``spill_bytes`` (256 MiB by
-   default); past that, everything is spilled to a temporary SQLite file (one row per
-   line: patient id, bytes) and the rest of the scan goes there. Memory stays bounded
-   by ``spill_bytes`` plus one patient's resources, whatever the export size.
+   resource type and patient are found *without* parsing the JSON when the line has no
+   ``"contained"`` resources: two byte regexes (see ``_classify``). Other lines, and
+   Patient lines, are parsed with orjson. Lines of types the assembler does not read
+   (Claim, ExplanationOfBenefit, ...) are counted and dropped here, unparsed. Kept
+   lines are buffered as raw bytes per patient in memory while the buffer holds less
+   than ``spill_bytes`` (256 MiB by default); past that, everything is spilled to a
+   temporary SQLite file (one row per line: patient id, bytes) and the rest of the scan
+   goes there. Memory stays bounded by ``spill_bytes`` plus one patient's resources,
+   whatever the export size.
 2. **Group.** Patients are yielded in sorted id order (SQLite sorts on disk); each
    patient's lines are parsed with orjson only then.
 
 Corrupt lines (invalid JSON, no ``resourceType``) and lines with no patient are
-counted in ``NdjsonReport`` with their file and line number (the first few), never
-fatal. ``log.ndjson``-style lines without ``resourceType`` count as "not a resource".
+counted in ``NdjsonReport`` (the first few with file and line number), never fatal. A
+corrupt line of a kept type is found when it is parsed in the group stage; a corrupt
+line of a skipped type may go unnoticed (it is never parsed). ``log.ndjson``-style
+lines without ``resourceType`` count as "not a resource".
 """
 
 from __future__ import annotations
@@ -94,21 +96,24 @@ def read_ndjson_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield n, line
 
 
-def _classify(line: bytes) -> tuple[str | None, str | None, bool]:
-    """(resource type, patient id, parsed-ok) from raw bytes, parsing only if ambiguous."""
-    if (
-        b'"contained"' not in line
-        and line.count(b'"resourceType"') == 1
-        and line.count(b'"subject"') + line.count(b'"patient"') <= 1
-    ):
+def _classify(line: bytes, wanted: frozenset[str]) -> tuple[str | None, str | None, bool]:
+    """(resource type, patient id, parsed-ok) from raw bytes, parsing only if ambiguous.
+
+    Without ``"contained"`` a line holds one resource, so the first ``resourceType`` is
+    the resource's own; unwanted types stop there, unparsed. Within the types the
+    assembler reads, ``subject`` / ``patient`` only occur at the top level, so the first
+    reference found is the patient. Patients themselves are parsed (for their id).
+    """
+    if b'"contained"' not in line:
         m = _TYPE_RE.search(line)
         if m is not None:
             rtype = m.group(1).decode()
+            if rtype not in wanted:
+                return rtype, None, True
             if rtype != RT_PATIENT:
                 ref = _REF_RE.search(line)
-                pid = reference_id(ref.group(1).decode()) if ref is not None else None
-                if pid is not None or (b'"subject"' not in line and b'"patient"' not in line):
-                    return rtype, pid, True
+                if ref is not None:
+                    return rtype, reference_id(ref.group(1).decode()), True
     try:
         res: Any = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -211,7 +216,7 @@ def group_by_patient(
             report.files += 1
             for line_no, line in read_ndjson_lines(path):
                 report.lines += 1
-                rtype, pid, ok = _classify(line)
+                rtype, pid, ok = _classify(line, wanted)
                 if not ok:
                     report.corrupt += 1
                     report._example(path, line_no, "invalid JSON")
@@ -220,9 +225,6 @@ def group_by_patient(
                     report._example(path, line_no, "no resourceType")
                 elif rtype not in wanted:
                     report.skipped_types[rtype] += 1
-                elif rtype == RT_PATIENT:
-                    pid = _patient_line_id(line)
-                    _keep(spill, report, rtype, pid, line, path, line_no)
                 else:
                     _keep(spill, report, rtype, pid, line, path, line_no)
     except BaseException:
@@ -238,11 +240,6 @@ def group_by_patient(
                 continue
             resources.append(res)
         yield pid, resources
-
-
-def _patient_line_id(line: bytes) -> str | None:
-    res = orjson.loads(line)
-    return patient_id_of(res) if isinstance(res, dict) else None
 
 
 def _keep(
@@ -274,8 +271,8 @@ def records_from_ndjson(
     (``prediction_time``, ``window_hours``, ``spec``, ``binary_resolver``, ``image_source``).
     """
     build_report = build_report if build_report is not None else BuildReport()
+    ndjson_report = ndjson_report if ndjson_report is not None else NdjsonReport()
     for pid, resources in group_by_patient(source, spill_bytes=spill_bytes, report=ndjson_report):
         build_report.patients += 1
-        for res in resources:
-            build_report.resources[str(res.get("resourceType"))] += 1
         yield from build_patient_records(pid, resources, report=build_report, **build_kwargs)
+    build_report.resources.update(ndjson_report.kept)

@@ -67,10 +67,10 @@ class ObservationIndex:
     def feature_for(self, concept: object) -> tuple[FeatureDef | None, str | None, str | None]:
         """(feature, matched itemid or None, first code seen) for a CodeableConcept."""
         first: str | None = None
-        if not isinstance(concept, Mapping):
+        if not isinstance(concept, dict):
             return None, None, None
         for coding in concept.get("coding") or ():
-            if not isinstance(coding, Mapping):
+            if not isinstance(coding, dict):
                 continue
             code = coding.get("code")
             if not isinstance(code, str):
@@ -114,7 +114,7 @@ class ObservationResult:
 
 def _time(obs: Mapping[str, Any]) -> datetime | None:
     t = parse_fhir_datetime(obs.get("effectiveDateTime"))
-    if t is None and isinstance(obs.get("effectivePeriod"), Mapping):
+    if t is None and isinstance(obs.get("effectivePeriod"), dict):
         period = obs["effectivePeriod"]
         t = parse_fhir_datetime(period.get("start")) or parse_fhir_datetime(period.get("end"))
     if t is None:
@@ -129,7 +129,7 @@ def _raw_value(
 ) -> tuple[float | None, str | None, str | None]:
     """(value, unit, problem reason) of an Observation or component; value in its unit."""
     q = item.get("valueQuantity")
-    if isinstance(q, Mapping):
+    if isinstance(q, dict):
         if q.get("comparator"):
             return None, None, CENSORED_VALUE
         v = q.get("value")
@@ -138,9 +138,9 @@ def _raw_value(
         unit = q.get("code") or q.get("unit")
         return float(v), unit if isinstance(unit, str) else None, None
     cc = item.get("valueCodeableConcept")
-    if isinstance(cc, Mapping):
+    if isinstance(cc, dict):
         for coding in cc.get("coding") or ():
-            if isinstance(coding, Mapping):
+            if isinstance(coding, dict):
                 for key in ("code", "display"):
                     got = answer_value(feature, coding.get(key))
                     if got is not None:
@@ -215,7 +215,7 @@ def observation_events(
     if has_components:
         assert isinstance(components, list)
         for comp in components:
-            if not isinstance(comp, Mapping):
+            if not isinstance(comp, dict):
                 continue
             cf, citem, ccode = index.feature_for(comp.get("code"))
             if cf is None:

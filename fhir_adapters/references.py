@@ -17,7 +17,7 @@ def reference_id(ref: object) -> str | None:
 
     ``_history/N`` suffixes are dropped. ``None`` when there is no usable reference.
     """
-    if isinstance(ref, Mapping):
+    if isinstance(ref, dict):
         ref = ref.get("reference")
     if not isinstance(ref, str) or not ref:
         return None
