@@ -6,6 +6,8 @@ Cohort (paper section 4.1), each step counted in the summary:
 2. with at least one ICU stay (``icu/icustays.hadm_id``);
 3. adults: age at admission >= 18, from the birth date MIMIC implies
    (``training.mimic.demographics.mimic_birth_date``);
+   a stay ends at ``dischtime``, or at a later in-hospital ``deathtime``
+   (``demographics.stay_end_sql``);
 4. alive at the prediction time (``admittime + window``): earlier deaths excluded;
 5. still in hospital at the prediction time: earlier discharges excluded
    (rules and labels: ``training.labels``).
@@ -34,7 +36,12 @@ from moe_core.records import DEFAULT_WINDOW_HOURS, ImageRef, Note, PatientRecord
 from training.cohort_images import FileImageLoader
 from training.cohort_store import write_cohort
 from training.labels import exclusion_reason, label_admission
-from training.mimic.demographics import DAYS_PER_YEAR, mimic_demographics
+from training.mimic.demographics import (
+    DAYS_PER_YEAR,
+    mimic_demographics,
+    patient_race,
+    stay_end_sql,
+)
 from training.mimic.events import convert_rows, events_query, grouped
 from training.mimic.layout import (
     ADMISSIONS,
@@ -131,7 +138,8 @@ def select_admissions(
     con.execute(
         f"CREATE TABLE adm AS SELECT a.{a['subject_id']} AS subject_id, "
         f"a.{a['hadm_id']} AS hadm_id, a.{a['admittime']} AS admittime, "
-        f"a.{a['dischtime']} AS dischtime, a.{a['deathtime']} AS deathtime, "
+        f"{stay_end_sql('a.' + a['dischtime'], 'a.' + a['deathtime'])} AS dischtime, "
+        f"a.{a['deathtime']} AS deathtime, "
         f"a.{a['admission_type']} AS admission_type, {disposition} AS discharge_location, "
         f"a.{a['race']} AS race, CAST(a.{a['expire']} AS INTEGER) = 1 AS expire, "
         f"p.{p['gender']} AS gender, "
@@ -143,10 +151,13 @@ def select_admissions(
         f"LEFT JOIN {csv_source(pat_path)} p ON a.{a['subject_id']} = p.{p['subject_id']}"
     )
     admit_times: dict[int, list[datetime]] = {}
-    for subject, _hadm, admit in con.execute(
-        "SELECT subject_id, hadm_id, admittime FROM adm"
+    races: dict[int, list[str | None]] = {}
+    for subject, admit, race in con.execute(
+        "SELECT subject_id, admittime, race FROM adm ORDER BY subject_id, admittime, hadm_id"
     ).fetchall():
         admit_times.setdefault(int(subject), []).append(admit.replace(tzinfo=UTC))
+        races.setdefault(int(subject), []).append(race)
+    race_of = {subject: patient_race(texts) for subject, texts in races.items()}
     n_all = _count(con, "SELECT count(*) FROM adm")
     rows = (
         con.sql(
@@ -160,6 +171,7 @@ def select_admissions(
     kept: list[dict[str, Any]] = []
     removed: dict[str, int] = {}
     for row in rows:
+        row["race"] = race_of.get(int(row["subject_id"]))
         for key in ("admittime", "dischtime", "deathtime"):
             row[key] = _utc(row[key])
         row["prediction_time"] = row["admittime"] + window

@@ -5,6 +5,10 @@ the same way. MIMIC-IV keeps race and ethnicity in one field (``admissions.race`
 Hispanic/Latino entries give ethnicity ``hispanic`` (race unknown); any other entry
 with a known race gives ``not_hispanic``; unknown/declined/other leave both unknown.
 
+Race is a patient attribute (as in FHIR), but MIMIC-IV records it per admission and
+it can differ between a patient's admissions: ``patient_race`` picks the earliest
+admission's entry that maps to a known category (else the earliest entry).
+
 Age: MIMIC-IV publishes ``anchor_age`` (age during ``anchor_year``), not a birth
 date. Both the cohort builder and the FHIR exporter use the birth date it implies
 (``mimic_birth_date``) and count fractional years from it, so both paths agree.
@@ -12,6 +16,7 @@ date. Both the cohort builder and the FHIR exporter use the birth date it implie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 
 from moe_core.feature_catalog import (
@@ -28,6 +33,8 @@ __all__ = [
     "mimic_birth_date",
     "mimic_demographics",
     "mimic_ethnicity",
+    "patient_race",
+    "stay_end_sql",
 ]
 
 DAYS_PER_YEAR = 365.2425  # the Gregorian mean year, as the FHIR adapter uses for birthDate
@@ -45,6 +52,23 @@ def age_at_admission(
     if anchor_age is None or anchor_year is None:
         return None
     return (admit.date() - mimic_birth_date(anchor_age, anchor_year)).days / DAYS_PER_YEAR
+
+
+def patient_race(texts_by_admission_time: Sequence[str | None]) -> str | None:
+    """One race text per patient: the first that maps to a known category, else the first."""
+    for text in texts_by_admission_time:
+        if race_category(text) != UNKNOWN:
+            return text
+    return next((t for t in texts_by_admission_time if t), None)
+
+
+def stay_end_sql(dischtime: str, deathtime: str) -> str:
+    """SQL for the end of a hospital stay: ``dischtime``, or a later in-hospital ``deathtime``.
+
+    MIMIC-IV records some in-hospital deaths with a midnight ``dischtime`` hours before
+    the ``deathtime`` of the same day; the stay ends at the death.
+    """
+    return f"CASE WHEN {deathtime} > {dischtime} THEN {deathtime} ELSE {dischtime} END"
 
 
 def mimic_ethnicity(race_text: str | None) -> str:
