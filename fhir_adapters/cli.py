@@ -132,6 +132,64 @@ def fhir_records(
         )
 
 
+def export_fhir(
+    mimic_dir: Path = typer.Option(
+        ...,
+        "--mimic-dir",
+        help="MIMIC-IV folder (hosp/ and icu/ csv.gz, v2.2 or later) to export. Every patient "
+        "and hospital admission is written; Observations for the chartevents/labevents items "
+        "the feature spec knows.",
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Output folder: Patient, Encounter, Observation (and DocumentReference, "
+        "ImagingStudy) .ndjson files and a Bulk-style manifest.json.",
+    ),
+    notes_dir: Path | None = typer.Option(
+        None,
+        "--notes-dir",
+        help="MIMIC-IV-Note folder: every note becomes a DocumentReference (discharge "
+        "summaries typed LOINC 18842-5, so readers can exclude them).",
+    ),
+    cxr_dir: Path | None = typer.Option(
+        None,
+        "--cxr-dir",
+        help="MIMIC-CXR-JPG folder (metadata csv + files/): one ImagingStudy per study with "
+        "each image's view position and JPG path.",
+    ),
+    gzip_output: bool = typer.Option(
+        False, "--gzip/--no-gzip", help="Write .ndjson.gz instead of plain .ndjson."
+    ),
+    memory_limit: str = typer.Option(
+        "8GB", "--memory-limit", help="DuckDB memory cap; larger sorts spill to a temp folder."
+    ),
+) -> None:
+    """Export MIMIC-IV as FHIR R4 Bulk Data NDJSON, straight from the raw csv.gz rows.
+
+    Observations carry the feature's LOINC code and the MIMIC itemid coding, with values
+    in the original MIMIC units (valueuom as UCUM), so reading the export back through
+    the FHIR adapters converts units exactly as a hospital feed would.
+    """
+    from fhir_adapters.mimic_export import MimicExportConfig, export_mimic_fhir
+
+    counts = export_mimic_fhir(
+        MimicExportConfig(
+            mimic_dir=mimic_dir,
+            out=out,
+            notes_dir=notes_dir,
+            cxr_dir=cxr_dir,
+            gzip=gzip_output,
+            memory_limit=memory_limit,
+        )
+    )
+    for rtype, n in sorted(counts.items()):
+        typer.echo(f"{rtype}: {n}")
+    typer.echo(f"export written to {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the FHIR adapter commands to the ``moe-health`` app."""
     app.command("fhir-records")(fhir_records)
+    app.command("export-fhir")(export_fhir)
