@@ -23,7 +23,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -157,11 +157,15 @@ def _has_voi(ds: Dataset) -> bool:
     return ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
 
 
-def _min_max(arr: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def _min_max(arr: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """Stretch to [0, 1]; float32 in place (the hot path for window-less films)."""
     low, high = float(arr.min()), float(arr.max())
     if high <= low:
-        return np.zeros_like(arr)
-    return (arr - low) / (high - low)
+        return np.zeros(arr.shape, dtype=np.float32)
+    out = arr.astype(np.float32)
+    out -= np.float32(low)
+    out *= np.float32(1.0 / (high - low))
+    return out
 
 
 def decode_pixels(ds: Dataset) -> npt.NDArray[np.float32]:
@@ -196,15 +200,19 @@ def decode_pixels(ds: Dataset) -> npt.NDArray[np.float32]:
                 values = np.rint(values).astype(np.int64)  # a LUT is indexed by integers
             low, high = _voi_output_range(ds)
             windowed = np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float64)
-            unit = (windowed - low) / (high - low) if high > low else _min_max(windowed)
+            if high > low:
+                unit = ((windowed - low) / (high - low)).astype(np.float32)
+            else:
+                unit = _min_max(windowed)
         else:
-            unit = _min_max(np.asarray(values, dtype=np.float64))
+            unit = _min_max(values)
     except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
         raise DicomDecodeError(f"bad LUT / window attributes: {exc}") from exc
 
     if photometric == "MONOCHROME1":
-        unit = 1.0 - unit
-    return np.ascontiguousarray(np.clip(unit, 0.0, 1.0), dtype=np.float32)
+        np.subtract(np.float32(1.0), unit, out=unit)
+    np.clip(unit, 0.0, 1.0, out=unit)
+    return np.ascontiguousarray(unit)
 
 
 class PydicomReader:

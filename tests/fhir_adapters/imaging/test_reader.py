@@ -32,7 +32,8 @@ READER = PydicomReader()
 def _unit(px: npt.NDArray[np.integer]) -> npt.NDArray[np.float64]:
     """Min-max of the original pixels: what a window-less decode must give."""
     arr = px.astype(np.float64)
-    return (arr - arr.min()) / (arr.max() - arr.min())
+    unit: npt.NDArray[np.float64] = (arr - arr.min()) / (arr.max() - arr.min())
+    return unit
 
 
 def test_real_cr_film_is_read_with_header(pydicom_data: Path) -> None:
