@@ -31,3 +31,11 @@ def synthea_bundles(shared_data: Path) -> list[Path]:
 def synthea_export(synthea_bundles: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 40 Synthea R4 bundles as NDJSON, once per session."""
     return bundles_to_ndjson(synthea_bundles, tmp_path_factory.mktemp("synthea-ndjson"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real checkpoint (saved once per session)."""
+    from tests.score.tiny_model import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")

@@ -9,12 +9,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.score.tiny_model import TinyScorerFactory
 from training.score import keys
 from training.score.builders import FhirRecordBuilder
 from training.score.local import LocalEngine
 from training.score.render import OutputRenderer
 from training.score.run_store import RunStore, iter_ndjson
+from training.score.scorer import ScorerFactory
 from training.score.sources import ndjson_files, spill_groups
 
 ray = pytest.importorskip("ray")
@@ -28,8 +28,8 @@ def ray_session() -> Iterator[None]:
     ray.shutdown()
 
 
-def _score_local(export: Path, out: Path, cache: Path) -> None:
-    scorer = TinyScorerFactory(cache)()
+def _score_local(export: Path, ckpt: Path, out: Path, cache: Path) -> None:
+    scorer = ScorerFactory(ckpt, cache, device="cpu")()
     store = RunStore(out, resume=False)
     engine = LocalEngine(
         FhirRecordBuilder(), scorer, scorer.spec, scorer.stats, OutputRenderer(scorer.info),
@@ -39,10 +39,10 @@ def _score_local(export: Path, out: Path, cache: Path) -> None:
     store.finalize()
 
 
-def _score_ray(export: Path, out: Path, cache: Path) -> None:
+def _score_ray(export: Path, ckpt: Path, out: Path, cache: Path) -> None:
     from training.score.ray_engine import RayEngine
 
-    factory = TinyScorerFactory(cache)
+    factory = ScorerFactory(ckpt, cache, device="cpu")
     scorer = factory()
     store = RunStore(out, resume=False)
     engine = RayEngine(
@@ -70,10 +70,10 @@ def _table(path: Path) -> list[tuple[Any, ...]]:
 
 @pytest.mark.slow
 def test_local_and_ray_engines_give_identical_outputs(
-    synthea_export: Path, tmp_path: Path, ray_session: None
+    synthea_export: Path, tiny_ckpt: Path, tmp_path: Path, ray_session: None
 ) -> None:
-    _score_local(synthea_export, tmp_path / "local", tmp_path / "local.sqlite")
-    _score_ray(synthea_export, tmp_path / "ray", tmp_path / "ray.sqlite")
+    _score_local(synthea_export, tiny_ckpt, tmp_path / "local", tmp_path / "local.sqlite")
+    _score_ray(synthea_export, tiny_ckpt, tmp_path / "ray", tmp_path / "ray.sqlite")
     local = _by_id(tmp_path / "local" / keys.RISK_NDJSON_FILE)
     remote = _by_id(tmp_path / "ray" / keys.RISK_NDJSON_FILE)
     assert len(local) == 63  # 21 scorable admissions x 3 tasks

@@ -19,15 +19,15 @@ import numpy.typing as npt
 import torch
 
 from moe_core.batch import ModalityBatch
+from moe_core.device import autocast_for
 from moe_core.feature_spec import FeatureSpec, NormStats
 from moe_core.features import text_content_key
+from moe_core.inference import ABSTAIN_NO_MODALITY
 from moe_core.modalities import TASKS, Modality
 from training.score.embedding_store import CacheProbe, EmbeddingStore
 from training.score.pipeline import FeatureRow, ModelInfo, ScoredRow, modality_names, round_risk
 
-__all__ = ["ABSTAIN_NO_MODALITY", "ModelScorer", "ScorerFactory"]
-
-ABSTAIN_NO_MODALITY = "no modality available in the observation window"
+__all__ = ["ModelScorer", "ScorerFactory", "default_checkpoint", "model_info"]
 _ENCODE_BATCH = 32  # notes/images per encoder call
 
 
@@ -80,7 +80,9 @@ class ModelScorer:
             )
             ids = enc["input_ids"].to(self.device)  # (B, L)
             mask = enc["attention_mask"].to(self.device)  # (B, L)
-            out.append(encoder.embed(ids, mask).float().cpu().numpy())  # (B, D_text)
+            with autocast_for(self.device):
+                emb = encoder.embed(ids, mask)  # (B, D_text)
+            out.append(emb.float().cpu().numpy())
         return np.concatenate(out)
 
     @torch.inference_mode()
@@ -90,7 +92,9 @@ class ModelScorer:
         for start in range(0, len(images), _ENCODE_BATCH):
             chunk = [np.asarray(i, dtype=np.float32) for i in images[start : start + _ENCODE_BATCH]]
             x = torch.from_numpy(np.stack(chunk)).to(self.device)  # (B, 3, 224, 224)
-            out.append(encoder.embed(x).float().cpu().numpy())  # (B, D_img)
+            with autocast_for(self.device):
+                emb = encoder.embed(x)  # (B, D_img)
+            out.append(emb.float().cpu().numpy())
         return np.concatenate(out)
 
     def _embeddings(self, rows: Sequence[FeatureRow], col: Modality) -> torch.Tensor | None:
@@ -131,11 +135,12 @@ class ModelScorer:
         if not rows:
             return []
         batch = self.batch(rows).to(self.device)
-        out = self.model(batch)
+        with autocast_for(self.device):
+            out = self.model(batch)
         probs = out.probs.float().cpu().numpy()  # (B, N)
         present = out.present.cpu().numpy()  # (B, 3)
         abstain = out.abstain.cpu().numpy()  # (B,)
-        weights = out.expert_weights.float().cpu().numpy()  # (B, E)
+        weights = out.gate_probs.float().cpu().numpy()  # (B, E)
         names = list(out.expert_names)
         tasks = list(out.tasks) or [t.key for t in TASKS]
         scored = []
@@ -157,6 +162,27 @@ class ModelScorer:
         return scored
 
 
+def default_checkpoint() -> Path:
+    """The synthetic demo checkpoint shipped with the package (not for clinical use)."""
+    from cds_hooks.config import default_model_path
+
+    return default_model_path()
+
+
+def model_info(meta: dict[str, Any], spec_version: str) -> ModelInfo:
+    """Name and version of a checkpoint, from its ``config.json``.
+
+    The version is the training run's ``version`` when it recorded one, else the package
+    version plus the first 12 hex digits of the weights' sha256.
+    """
+    training = meta.get("training") or {}
+    name = str(training.get("name") or "MoE-Health")
+    version = training.get("version") or (
+        f"{meta.get('package_version', '0')}+{str(meta.get('weights_sha256', ''))[:12]}"
+    )
+    return ModelInfo(name, str(version), spec_version)
+
+
 @dataclass(frozen=True, slots=True)
 class ScorerFactory:
     """Loads a checkpoint into a ``ModelScorer`` (picklable: each Ray actor calls it)."""
@@ -164,9 +190,31 @@ class ScorerFactory:
     checkpoint: Path
     cache_path: Path | None
     device: str = "auto"  # "auto" = CUDA when available, else CPU
+    max_tokens: int = 512
 
     def __call__(self) -> ModelScorer:
-        from moe_core.checkpoint import load_checkpoint  # type: ignore[import-not-found]
+        from moe_core.checkpoint import load_checkpoint
+        from moe_core.device import resolve_device
+        from moe_core.encoders.text import load_tokenizer
+        from moe_core.feature_catalog import DEFAULT_SPEC
 
-        loaded = load_checkpoint(self.checkpoint)
-        raise NotImplementedError(loaded)
+        device = resolve_device(None if self.device == "auto" else self.device)
+        loaded = load_checkpoint(self.checkpoint, spec=DEFAULT_SPEC, device=device)
+        model: Any = loaded.model
+        tokenizer = None
+        if getattr(model.encoders.text, "backbone", None) is not None:
+            tokenizer = load_tokenizer(model.config.text.resolved_path())
+        meta = loaded.meta
+        text_name = str((meta.get("text_encoder") or {}).get("name", ""))
+        tag = f"{str(meta.get('weights_sha256', 'unknown'))[:16]}:{text_name}"
+        return ModelScorer(
+            model,
+            tokenizer,
+            DEFAULT_SPEC,
+            loaded.stats,
+            EmbeddingStore(self.cache_path),
+            model_info(meta, loaded.spec_version),
+            encoder_tag=tag,
+            device=device,
+            max_tokens=self.max_tokens,
+        )
