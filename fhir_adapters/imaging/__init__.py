@@ -19,7 +19,13 @@ from fhir_adapters.imaging.errors import (
 )
 from fhir_adapters.imaging.header import DicomHeader, read_header
 from fhir_adapters.imaging.local_folder import LocalFolderSource
-from fhir_adapters.imaging.reader import DicomImage, ImageReader, PydicomReader, content_hash
+from fhir_adapters.imaging.reader import (
+    DicomImage,
+    ImageReader,
+    PydicomReader,
+    content_hash,
+    read_dicom_file,
+)
 from fhir_adapters.imaging.source import (
     CombinedSource,
     ImagesAndNotes,
@@ -50,6 +56,7 @@ __all__ = [
     "UnsupportedImageError",
     "content_hash",
     "frontal_view_notes",
+    "read_dicom_file",
     "read_header",
     "study_uid",
 ]

@@ -47,6 +47,7 @@ __all__ = [
     "PydicomReader",
     "content_hash",
     "decode_pixels",
+    "read_dicom_file",
 ]
 
 DicomSource = bytes | bytearray | memoryview | str | Path | BinaryIO
@@ -243,3 +244,11 @@ class PydicomReader:
             transfer_syntax=syntax,
             photometric=str(ds.get("PhotometricInterpretation", "")).upper(),
         )
+
+
+_DEFAULT_READER = PydicomReader()
+
+
+def read_dicom_file(source: DicomSource) -> DicomImage:
+    """Read one DICOM file (path, bytes or stream) with the default ``PydicomReader``."""
+    return _DEFAULT_READER.read(source)
