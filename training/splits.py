@@ -8,6 +8,7 @@ same inputs always give the same file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "TRAIN",
     "VAL",
     "assign_splits",
+    "hash_split",
     "read_splits",
     "split_config",
     "write_splits",
@@ -94,3 +96,19 @@ def read_splits(path: Path | str) -> dict[str, str]:
     if bad:
         raise ValueError(f"{p} holds unknown split names: {sorted(bad)}")
     return {str(k): str(v) for k, v in patients.items()}
+
+
+def hash_split(
+    patient_id: str, *, seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+) -> str:
+    """Split of one patient from a seeded hash of its id, for streams of unknown size.
+
+    The same id and seed always give the same split; over many patients the shares
+    approach ``fractions`` (exact sizes need ``assign_splits`` and all ids up front).
+    """
+    _check_fractions(fractions)
+    digest = hashlib.sha256(f"{seed}:{patient_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    if u < fractions[0]:
+        return TRAIN
+    return VAL if u < fractions[0] + fractions[1] else TEST

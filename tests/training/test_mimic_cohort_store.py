@@ -107,5 +107,5 @@ def test_in_memory_pixels_are_saved_beside_the_cohort(tmp_path: Path) -> None:
 
 
 def test_missing_folder_names_the_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(CohortFormatError, match="admissions.parquet"):
+    with pytest.raises(CohortFormatError, match=r"admissions\.parquet"):
         read_admissions(tmp_path)

@@ -79,3 +79,13 @@ def test_splits_are_by_patient_seeded_and_reproducible(tmp_path: Path) -> None:
     assert counts == {"train": 800, "val": 100, "test": 100}
     write_splits(tmp_path / "s.json", a, seed=7)
     assert read_splits(tmp_path / "s.json") == a
+
+
+def test_hash_split_is_stable_and_close_to_fractions() -> None:
+    from training.splits import hash_split
+
+    ids = [f"p{i}" for i in range(20_000)]
+    got = [hash_split(p, seed=3) for p in ids]
+    assert got == [hash_split(p, seed=3) for p in ids]
+    assert abs(got.count("train") / len(ids) - 0.8) < 0.02
+    assert got != [hash_split(p, seed=4) for p in ids]
