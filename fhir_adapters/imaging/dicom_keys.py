@@ -12,13 +12,10 @@ __all__ = [
     "DICOM_JSON_MEDIA_TYPE",
     "DICOM_MEDIA_TYPE",
     "DICOM_SUFFIXES",
-    "LATERAL_VIEWS",
     "MULTIPART_DICOM_ACCEPT",
     "RADIOGRAPH_MODALITIES",
-    "REASON_NOT_RADIOGRAPH",
     "REASON_NO_FRONTAL_VIEW",
     "REASON_NO_TIME",
-    "REASON_NO_VIEW",
     "REASON_STUDY_MISMATCH",
     "VIEW_CODE_MEANINGS",
     "VIEW_TEXT_TOKENS",
@@ -34,7 +31,6 @@ DICOM_SUFFIXES: Final = (".dcm", ".dicom", ".dic", "")  # "" : PACS exports ofte
 # Modalities a chest radiograph arrives as; "" (absent) is let through, OT = Secondary Capture.
 RADIOGRAPH_MODALITIES: Final = frozenset({"CR", "DX", "DR", "OT", ""})
 VIEW_UNKNOWN: Final = "UNKNOWN"  # ImageRef.view_position when no attribute names a view
-LATERAL_VIEWS: Final = frozenset({"LL", "RL", "LATERAL", "LAT", "LLD", "RLD", "XTABLE LATERAL"})
 
 # ViewCodeSequence (0054,0220) -> ViewPosition: code meanings, SCT codes and their
 # retired SRT aliases from PS3.16 CID 4010 ("DX View").
@@ -68,7 +64,5 @@ VIEW_TEXT_TOKENS: Final = {
 }
 
 REASON_NO_FRONTAL_VIEW: Final = "no frontal chest X-ray (AP/PA) in study"
-REASON_NO_VIEW: Final = "view position unknown"
 REASON_NO_TIME: Final = "image time unknown"
 REASON_STUDY_MISMATCH: Final = "DICOM belongs to another study"
-REASON_NOT_RADIOGRAPH: Final = "not a radiograph"
