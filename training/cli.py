@@ -312,3 +312,6 @@ def register(app: typer.Typer) -> None:
     app.command("build-cohort")(build_cohort)
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+    from training.score.cli import score  # typer only; the scorer loads inside the command
+
+    app.command("score")(score)

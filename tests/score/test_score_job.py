@@ -1,0 +1,156 @@
+"""``run_score`` end to end on an export with the usual defects, and ``--resume``."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.score.conftest import bundles_to_ndjson
+from training.score import keys
+from training.score.job import ScoreOptions, run_score
+from training.score.run_store import RunStore, iter_ndjson
+
+LONELY_PATIENT = "lonely-patient-without-encounters"
+
+
+@pytest.fixture(scope="module")
+def defect_export(synthea_bundles: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight Synthea patients with a corrupt line, an unknown type, a gzip file and a
+    patient who has no encounter."""
+    out = bundles_to_ndjson(synthea_bundles[:8], tmp_path_factory.mktemp("defects"))
+    obs = out / "Observation.ndjson"
+    lines = obs.read_bytes() + b'{"resourceType": "Observation", "id": "cut-sho\n'
+    (out / "Observation.ndjson.gz").write_bytes(gzip.compress(lines))
+    obs.unlink()
+    patients = out / "Patient.ndjson"
+    lonely = {"resourceType": "Patient", "id": LONELY_PATIENT, "gender": "female"}
+    odd = {"resourceType": "SpaceshipLog", "id": "x1", "subject": {"reference": "Patient/a"}}
+    patients.write_bytes(patients.read_bytes() + orjson.dumps(lonely) + b"\n")
+    (out / "SpaceshipLog.ndjson").write_bytes(orjson.dumps(odd) + b"\n")
+    return out
+
+
+def _opts(export: Path, ckpt: Path, out: Path, **kw: Any) -> ScoreOptions:
+    return ScoreOptions(
+        source="ndjson",
+        location=str(export),
+        out=out,
+        checkpoint=ckpt,
+        device="cpu",
+        progress=False,
+        database_url=f"sqlite:///{out.parent / (out.name + '-jobs.db')}",
+        chunk_patients=3,
+        **kw,
+    )
+
+
+def _errors(out: Path) -> list[dict[str, Any]]:
+    return list(iter_ndjson(out / keys.ERRORS_FILE))
+
+
+def test_defective_export_is_scored_and_every_defect_reported(
+    defect_export: Path, tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = run_score(_opts(defect_export, tiny_ckpt, out))
+    errors = _errors(out)
+    reasons = Counter(e["reason"] for e in errors)
+    corrupt = [e for e in errors if e["reason"] == keys.REASON_BAD_RESOURCE]
+    assert [e["source"] for e in corrupt] == [
+        f"Observation.ndjson.gz:{len(gzip.open(defect_export / 'Observation.ndjson.gz').readlines())}"
+    ]
+    unknown = [e for e in errors if e["reason"] == keys.REASON_UNKNOWN_TYPE]
+    assert unknown and unknown[0]["source"] == "SpaceshipLog.ndjson:1"
+    lonely = [e for e in errors if e["patient_id"] == LONELY_PATIENT]
+    assert [e["reason"] for e in lonely] == [keys.REASON_NO_ENCOUNTER]
+    counts = result.counts
+    assert counts.patients == 9  # 8 Synthea + the lonely one
+    assert counts.bad_resources == 2
+    assert counts.failures == len(errors) == sum(reasons.values())
+    assert counts.risk_assessments == 3 * counts.encounters_scored > 0
+    assert len(list(iter_ndjson(out / keys.RISK_NDJSON_FILE))) == counts.risk_assessments
+
+
+def test_run_is_recorded_in_the_database(
+    defect_export: Path, tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    from cds_hooks.db import Repository
+
+    opts = _opts(defect_export, tiny_ckpt, tmp_path / "run")
+    result = run_score(opts)
+    assert opts.database_url is not None
+    job = Repository.open(opts.database_url).job(opts.job_id)
+    assert job is not None
+    assert job.status == "succeeded"
+    assert job.model_version == result.model_version == "tiny-0"
+    assert job.n_records == result.counts.encounters_scored
+    assert job.details["counts"]["failures"] == result.counts.failures > 0
+    assert job.finished_at is not None
+
+
+def test_risk_assessments_are_valid_fhir_r4b(
+    defect_export: Path, tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    from fhir.resources.R4B.riskassessment import RiskAssessment
+
+    out = tmp_path / "run"
+    run_score(_opts(defect_export, tiny_ckpt, out, record_job=False))
+    ras = list(iter_ndjson(out / keys.RISK_NDJSON_FILE))
+    assert ras
+    for ra in ras:
+        parsed = RiskAssessment.model_validate(ra)
+        assert parsed.subject.reference.startswith("Patient/")
+        assert parsed.encounter is not None and parsed.occurrenceDateTime is not None
+        assert len(parsed.prediction) == 1
+        assert 0.0 <= float(parsed.prediction[0].probabilityDecimal) <= 1.0
+        assert parsed.method is not None and parsed.method.coding[0].version == "tiny-0"
+        assert parsed.basis  # the modalities used
+    assert len({ra["id"] for ra in ras}) == len(ras)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_scores_no_one_twice(
+    defect_export: Path, tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = tmp_path / "full"
+    run_score(_opts(defect_export, tiny_ckpt, full, record_job=False))
+
+    out = tmp_path / "interrupted"
+    real_commit = RunStore.commit
+    calls = {"n": 0}
+
+    def crash_on_second_commit(self: RunStore, chunk: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise _Interrupt("killed")
+        real_commit(self, chunk)
+
+    monkeypatch.setattr(RunStore, "commit", crash_on_second_commit)
+    with pytest.raises(_Interrupt):
+        run_score(_opts(defect_export, tiny_ckpt, out, record_job=False))
+    monkeypatch.setattr(RunStore, "commit", real_commit)
+    first = RunStore(out, resume=True).completed
+    assert 0 < len(first) < 9
+
+    run_score(_opts(defect_export, tiny_ckpt, out, record_job=False, resume=True))
+    ledger = [orjson.loads(line) for line in (out / keys.LEDGER_FILE).read_bytes().splitlines()]
+    committed = [pid for entry in ledger for pid in entry["patients"]]
+    assert len(committed) == len(set(committed)) == 9  # every patient exactly once
+    assert _by_id(out) == _by_id(full)
+    assert sorted(map(_key, _errors(out))) == sorted(map(_key, _errors(full)))
+
+
+def _by_id(out: Path) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in iter_ndjson(out / keys.RISK_NDJSON_FILE)}
+
+
+def _key(error: dict[str, Any]) -> tuple[str, str, str]:
+    return (error["reason"], str(error["patient_id"]), str(error["source"]))
