@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -39,3 +40,12 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.score.tiny_model import tiny_checkpoint
 
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_scorer(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny checkpoint loaded once, with an embedding cache of its own."""
+    from training.score.scorer import ScorerFactory
+
+    cache = tmp_path_factory.mktemp("cache") / "embeddings.sqlite"
+    return ScorerFactory(tiny_ckpt, cache, device="cpu")()

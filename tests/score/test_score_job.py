@@ -54,16 +54,17 @@ def _errors(out: Path) -> list[dict[str, Any]]:
 
 
 def test_defective_export_is_scored_and_every_defect_reported(
-    defect_export: Path, tiny_ckpt: Path, tmp_path: Path
+    defect_export: Path, tiny_ckpt: Path, tiny_scorer: Any, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    result = run_score(_opts(defect_export, tiny_ckpt, out))
+    result = run_score(scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, out))
     errors = _errors(out)
     reasons = Counter(e["reason"] for e in errors)
     corrupt = [e for e in errors if e["reason"] == keys.REASON_BAD_RESOURCE]
-    assert [e["source"] for e in corrupt] == [
-        f"Observation.ndjson.gz:{len(gzip.open(defect_export / 'Observation.ndjson.gz').readlines())}"
-    ]
+    n_lines = len(
+        gzip.decompress((defect_export / "Observation.ndjson.gz").read_bytes()).splitlines()
+    )
+    assert [e["source"] for e in corrupt] == [f"Observation.ndjson.gz:{n_lines}"]
     unknown = [e for e in errors if e["reason"] == keys.REASON_UNKNOWN_TYPE]
     assert unknown and unknown[0]["source"] == "SpaceshipLog.ndjson:1"
     lonely = [e for e in errors if e["patient_id"] == LONELY_PATIENT]
@@ -77,7 +78,7 @@ def test_defective_export_is_scored_and_every_defect_reported(
 
 
 def test_run_is_recorded_in_the_database(
-    defect_export: Path, tiny_ckpt: Path, tmp_path: Path
+    defect_export: Path, tiny_ckpt: Path, tiny_scorer: Any, tmp_path: Path
 ) -> None:
     from cds_hooks.db import Repository
 
@@ -94,12 +95,12 @@ def test_run_is_recorded_in_the_database(
 
 
 def test_risk_assessments_are_valid_fhir_r4b(
-    defect_export: Path, tiny_ckpt: Path, tmp_path: Path
+    defect_export: Path, tiny_ckpt: Path, tiny_scorer: Any, tmp_path: Path
 ) -> None:
     from fhir.resources.R4B.riskassessment import RiskAssessment
 
     out = tmp_path / "run"
-    run_score(_opts(defect_export, tiny_ckpt, out, record_job=False))
+    run_score(scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, out, record_job=False))
     ras = list(iter_ndjson(out / keys.RISK_NDJSON_FILE))
     assert ras
     for ra in ras:
@@ -113,15 +114,19 @@ def test_risk_assessments_are_valid_fhir_r4b(
     assert len({ra["id"] for ra in ras}) == len(ras)
 
 
-class _Interrupt(Exception):
+class _InterruptError(Exception):
     pass
 
 
 def test_resume_after_interruption_scores_no_one_twice(
-    defect_export: Path, tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    defect_export: Path,
+    tiny_ckpt: Path,
+    tiny_scorer: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     full = tmp_path / "full"
-    run_score(_opts(defect_export, tiny_ckpt, full, record_job=False))
+    run_score(scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, full, record_job=False))
 
     out = tmp_path / "interrupted"
     real_commit = RunStore.commit
@@ -130,17 +135,19 @@ def test_resume_after_interruption_scores_no_one_twice(
     def crash_on_second_commit(self: RunStore, chunk: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 2:
-            raise _Interrupt("killed")
+            raise _InterruptError("killed")
         real_commit(self, chunk)
 
     monkeypatch.setattr(RunStore, "commit", crash_on_second_commit)
-    with pytest.raises(_Interrupt):
-        run_score(_opts(defect_export, tiny_ckpt, out, record_job=False))
+    with pytest.raises(_InterruptError):
+        run_score(scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, out, record_job=False))
     monkeypatch.setattr(RunStore, "commit", real_commit)
     first = RunStore(out, resume=True).completed
     assert 0 < len(first) < 9
 
-    run_score(_opts(defect_export, tiny_ckpt, out, record_job=False, resume=True))
+    run_score(
+        scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, out, record_job=False, resume=True)
+    )
     ledger = [orjson.loads(line) for line in (out / keys.LEDGER_FILE).read_bytes().splitlines()]
     committed = [pid for entry in ledger for pid in entry["patients"]]
     assert len(committed) == len(set(committed)) == 9  # every patient exactly once

@@ -12,20 +12,24 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from training.score import keys
 from training.score.builders import FhirRecordBuilder
 from training.score.local import LocalEngine, StageTimes
 from training.score.render import OutputRenderer
 from training.score.run_store import RunCounts, RunStore
-from training.score.sources import ndjson_files, spill_groups
+from training.score.sources import SCORED_RESOURCE_TYPES, ndjson_files, spill_groups
+
+if TYPE_CHECKING:
+    from training.score.scorer import ModelScorer
 
 __all__ = ["ScoreOptions", "ScoreResult", "run_score"]
 
 SourceKind = Literal["ndjson", "fhir", "mimic"]
 EngineKind = Literal["local", "ray"]
 EXPORT_DIR = "export"  # where --fhir downloads the Bulk export, under --out
+EXPORT_DONE = ".export-complete"  # written once every export file is downloaded
 CACHE_FILE = "embeddings.sqlite"
 
 
@@ -94,14 +98,18 @@ def _repository(opts: ScoreOptions) -> Any:
     return Repository.open(opts.database_url)
 
 
-def run_score(opts: ScoreOptions) -> ScoreResult:
-    """Run the whole scoring job described by ``opts``."""
+def run_score(opts: ScoreOptions, scorer: ModelScorer | None = None) -> ScoreResult:
+    """Run the whole scoring job described by ``opts``.
+
+    ``scorer``: an already loaded model (with its embedding cache) to reuse across runs
+    in one process; by default the checkpoint of ``opts`` is loaded.
+    """
     from training.score.scorer import ScorerFactory, default_checkpoint
 
     store = RunStore(opts.out, resume=opts.resume)
     cache = opts.embedding_cache or opts.out / CACHE_FILE
     factory = ScorerFactory(opts.checkpoint or default_checkpoint(), cache, opts.device)
-    scorer = factory()
+    scorer = scorer if scorer is not None else factory()
     info = scorer.info
     repo = _repository(opts)
     if repo is not None:
@@ -123,8 +131,10 @@ def run_score(opts: ScoreOptions) -> ScoreResult:
 
             client = FhirClient(opts.location)
             export_dir = opts.out / EXPORT_DIR
-            if not (opts.resume and export_dir.is_dir() and ndjson_files(export_dir)):
-                BulkDataClient(client).export(export_dir)
+            done = export_dir / EXPORT_DONE
+            if not (opts.resume and done.is_file()):  # a resumed run reuses a full export
+                BulkDataClient(client).export(export_dir, types=sorted(SCORED_RESOURCE_TYPES))
+                done.write_text(opts.job_id)
             folder = export_dir
         else:
             folder = Path(opts.location)
