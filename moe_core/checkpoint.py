@@ -83,13 +83,24 @@ def _excluded_prefixes(model: FusionModel) -> list[str]:
 def save_checkpoint(
     path: str | Path,
     model: FusionModel,
+    spec: FeatureSpec | str | None = None,
+    stats: NormStats | None = None,
     *,
-    spec_version: str,
-    stats: NormStats,
+    spec_version: str | None = None,
     metrics: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``path/model.safetensors`` and ``path/config.json``; returns ``path``."""
+    """Write ``path/model.safetensors`` and ``path/config.json``; returns ``path``.
+
+    ``spec`` is the feature spec trained with (or its version string; ``spec_version=``
+    works too); ``stats`` the training-split normalisation statistics.
+    """
+    if isinstance(spec, FeatureSpec):
+        spec_version = spec.version
+    elif isinstance(spec, str):
+        spec_version = spec
+    if spec_version is None or stats is None:
+        raise CheckpointError("save_checkpoint needs the feature spec (or its version) and stats")
     if stats.spec_version != spec_version:
         raise CheckpointError(
             f"NormStats belong to spec {stats.spec_version!r}, not {spec_version!r}"
