@@ -18,6 +18,7 @@ __all__ = ["FileImageLoader", "load_image_file"]
 
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _ARRAY_SUFFIX = ".npy"
+_ARCHIVE_SUFFIX = ".npz"  # np.savez_compressed with one array named "pixels"
 
 
 def _to_unit_range(arr: npt.NDArray[Any], max_value: float) -> npt.NDArray[np.float32]:
@@ -63,10 +64,13 @@ def _load_dicom(path: Path) -> npt.NDArray[np.float32]:
 
 
 def load_image_file(path: Path) -> npt.NDArray[np.float32]:
-    """A 2-D float32 array in [0, 1] from a DICOM, raster (JPEG/PNG) or ``.npy`` file."""
+    """A 2-D float32 array in [0, 1] from a DICOM, raster (JPEG/PNG), ``.npy`` or ``.npz`` file."""
     suffix = path.suffix.lower()
     if suffix == _ARRAY_SUFFIX:
         return np.asarray(np.load(path), dtype=np.float32)
+    if suffix == _ARCHIVE_SUFFIX:
+        with np.load(path) as archive:
+            return np.asarray(archive["pixels"], dtype=np.float32)
     if suffix in _DICOM_SUFFIXES:
         return _load_dicom(path)
     return _load_raster(path)

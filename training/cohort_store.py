@@ -14,8 +14,8 @@ Rows of the child tables are written in the same encounter order as
 ``admissions.parquet`` (each encounter's rows contiguous), so reading back is a
 single streaming merge: neither side ever holds the whole cohort. Images are
 stored as references (a file path or URI) and come back as ``ImageRef`` with a
-lazy loader; images that only exist in memory are saved as ``.npy`` files under
-``images/``.
+lazy loader; images that only exist in memory (or behind a loader that is not a
+file) are saved losslessly as compressed ``.npz`` files under ``images/``.
 """
 
 from __future__ import annotations
@@ -177,15 +177,15 @@ def _split_of(splits: SplitAssignment, patient_id: str) -> str:
 
 
 def _image_uri(img: ImageRef, folder: Path, encounter_id: str, n: int) -> str:
-    """Where the image's pixels live; in-memory pixels are saved as ``.npy``."""
+    """Where the image's pixels live; other pixels are saved as compressed ``.npz``."""
     if isinstance(img.loader, FileImageLoader):
         return str(img.loader.path)
     pixels = img.load()  # a foreign loader or pixels: materialise once, keep a file copy
     digest = hashlib.sha256(f"{encounter_id}/{img.study_id}/{n}".encode()).hexdigest()[:20]
-    out = folder / _IMAGE_ARRAY_DIR / f"{digest}.npy"
+    out = folder / _IMAGE_ARRAY_DIR / f"{digest}.npz"
     out.parent.mkdir(exist_ok=True)
-    np.save(out, np.asarray(pixels, dtype=np.float32))
-    return f"{_IMAGE_ARRAY_DIR}/{digest}.npy"
+    np.savez_compressed(out, pixels=np.asarray(pixels, dtype=np.float32))  # lossless
+    return f"{_IMAGE_ARRAY_DIR}/{digest}.npz"
 
 
 def _empty_stats() -> dict[str, Any]:

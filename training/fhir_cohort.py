@@ -4,9 +4,11 @@ Records come from ``fhir_adapters.ndjson.records_from_ndjson`` (streamed, groupe
 patient): one per inpatient Encounter, labels from Encounter (discharge) and Patient
 (deceased date) by ``training.labels``. The same exclusions as MIMIC-IV are applied and
 counted: adults only (age unknown is kept and counted), alive and still in hospital at
-the prediction time. FHIR has no portable ICU flag, so no ICU-stay step. Patients are
-split with a seeded hash of their id (``training.splits.hash_split``), because the
-export is streamed and its patients are not known in advance.
+the prediction time. Chest X-rays come from DICOM attachments or DICOM files beside
+the export (``fhir_adapters.imaging``). FHIR has no portable ICU flag, so there is no
+ICU-stay step. Patients are split with a seeded hash of their id
+(``training.splits.hash_split``), because the export is streamed and its patients are
+not known in advance.
 """
 
 from __future__ import annotations
@@ -59,8 +61,12 @@ def build_fhir_cohort(
         raise FileNotFoundError(f"FHIR NDJSON folder not found: {ndjson_dir}")
     report = NdjsonReport()
     counts: Counter[str] = Counter()
+    from fhir_adapters.imaging import AttachmentSource, CombinedSource, LocalFolderSource
+
+    # Images: DICOM attachments in the resources, else DICOM files beside the export.
+    images = CombinedSource([AttachmentSource(), LocalFolderSource(ndjson_dir)])
     records: Iterator[PatientRecord] = records_from_ndjson(
-        ndjson_dir, ndjson_report=report, window_hours=window_hours
+        ndjson_dir, ndjson_report=report, window_hours=window_hours, image_source=images
     )
     if progress:
         from tqdm import tqdm
