@@ -60,8 +60,10 @@ class ScoreOptions:
     def __post_init__(self) -> None:
         if self.write_back and self.source != "fhir":
             raise ValueError("--write-back needs --fhir (the server to write back to)")
-        if self.engine == "ray" and self.source == "mimic":
+        if self.source == "mimic" and self.engine == "ray":
             raise ValueError("--mimic-dir runs on the local engine only")
+        if self.source == "mimic" and self.prediction_time is not None:
+            raise ValueError("--prediction-time does not apply to --mimic-dir (48 h windows)")
         if self.batch_size < 1 or self.chunk_patients < 1:
             raise ValueError(
                 f"batch size and chunk size must be >= 1, got {self.batch_size}, "
@@ -146,11 +148,11 @@ def run_score(opts: ScoreOptions, scorer: ModelScorer | None = None) -> ScoreRes
         build = FhirRecordBuilder(prediction_time=opts.prediction_time)
         with _Progress(opts.progress) as bar:
             if opts.source == "mimic":
-                from training.score.mimic_source import MimicSource
+                from training.score.mimic_source import MimicSource, prebuilt_records
 
-                source = MimicSource(folder, prediction_time=opts.prediction_time)
+                source = MimicSource(folder)
                 engine = LocalEngine(
-                    source.builder, scorer, scorer.spec, scorer.stats, render,
+                    prebuilt_records, scorer, scorer.spec, scorer.stats, render,
                     opts.batch_size, opts.chunk_patients, times, write_back,
                 )  # fmt: skip
                 engine.run(source.groups(store.completed), store, bar)

@@ -57,10 +57,13 @@ RISK_DECIMALS = 6
 
 @dataclass(slots=True)
 class PatientGroup:
-    """Every resource of one patient (Patient, Encounter, Observation, ...), as dicts."""
+    """Every resource of one patient (Patient, Encounter, Observation, ...), as dicts.
 
-    patient_id: str
-    resources: list[dict[str, Any]]
+    A source that yields ready ``PatientRecord`` s (MIMIC-IV) puts them here instead.
+    """
+
+    patient_id: str  # the ledger key: a patient id (or "<subject>/<admission>" for MIMIC)
+    resources: list[Any]
 
 
 @dataclass(frozen=True, slots=True)
