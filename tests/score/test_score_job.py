@@ -161,3 +161,26 @@ def _by_id(out: Path) -> dict[str, dict[str, Any]]:
 
 def _key(error: dict[str, Any]) -> tuple[str, str, str]:
     return (error["reason"], str(error["patient_id"]), str(error["source"]))
+
+
+def test_score_command_runs_and_rejects_two_sources(
+    defect_export: Path, tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from moe_health.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    args = ["score", "--ndjson", str(defect_export), "--out", str(out)]
+    result = runner.invoke(
+        app,
+        [*args, "--checkpoint", str(tiny_ckpt), "--no-progress", "--database-url", db],
+    )
+    assert result.exit_code == 0, result.output
+    assert "9 patients" in result.output
+    assert (out / keys.RISK_NDJSON_FILE).stat().st_size > 0
+    both = runner.invoke(app, [*args, "--fhir", "http://127.0.0.1:9/fhir"])
+    assert both.exit_code == 2
+    assert "exactly one of" in both.output

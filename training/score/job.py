@@ -125,8 +125,8 @@ def run_score(opts: ScoreOptions, scorer: ModelScorer | None = None) -> ScoreRes
         )
     times = StageTimes()
     write_back = None
+    client: Any = None
     try:
-        client = None
         if opts.source == "fhir":
             from fhir_adapters.bulk import BulkDataClient
             from fhir_adapters.client import FhirClient
@@ -166,8 +166,6 @@ def run_score(opts: ScoreOptions, scorer: ModelScorer | None = None) -> ScoreRes
                 )  # fmt: skip
                 engine.run(spill_groups(files, skip=store.completed), store, bar)
         counts = store.finalize()
-        if client is not None:
-            client.close()
     except BaseException as exc:
         if repo is not None:
             repo.record_job(
@@ -177,6 +175,9 @@ def run_score(opts: ScoreOptions, scorer: ModelScorer | None = None) -> ScoreRes
                 details={"error": f"{type(exc).__name__}: {exc}"[:500], **_details(store.counts)},
             )
         raise
+    finally:
+        if client is not None:
+            client.close()
     if repo is not None:
         repo.record_job(
             opts.job_id,
