@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,11 @@ def shared_data() -> Path:
 
 def require_executable(name: str, *candidates: str) -> str:
     """Path of a server binary; fails under CI=true (never a silent skip), skips elsewhere."""
+    # Console scripts of the running environment sit beside its interpreter, which may
+    # not be on PATH (``.venv/bin/python -m pytest``).
+    search_path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     for cand in (name, *candidates):
-        found = shutil.which(cand) or (cand if Path(cand).is_file() else None)
+        found = shutil.which(cand, path=search_path) or (cand if Path(cand).is_file() else None)
         if found:
             return found
     msg = f"{name} is not installed (bash .ci/run installs it)"
