@@ -49,6 +49,7 @@ __all__ = [
 # ...) are skipped silently; a type FHIR R4 does not define is counted and reported.
 SCORED_RESOURCE_TYPES = SUPPORTED_TYPES
 _DEFAULT_PARTITIONS = 64
+_PATIENT_PREFIX = "Patient/"
 DEFAULT_MEMORY_BYTES = 128 * 1024 * 1024  # NDJSON bytes held parsed before spilling
 
 # (patient id, resource) on success, a Failure otherwise, None for a skipped line.
@@ -77,7 +78,20 @@ def open_ndjson(path: Path) -> IO[bytes]:
 
 
 def resource_patient_id(resource: dict[str, Any]) -> str | None:
-    """The id of the patient a resource belongs to (its own id for a Patient)."""
+    """The id of the patient a resource belongs to (its own id for a Patient).
+
+    Fast path for the usual ``{"reference": "Patient/<id>"}``; anything else goes through
+    ``fhir_adapters.references.patient_id_of`` (same answer, more forms understood).
+    """
+    ref = resource.get("subject")
+    if ref is None:
+        ref = resource.get("patient")
+    if isinstance(ref, dict):
+        text = ref.get("reference")
+        if isinstance(text, str) and text.startswith(_PATIENT_PREFIX):
+            rid = text[len(_PATIENT_PREFIX) :]
+            if rid and "/" not in rid and "?" not in rid:
+                return rid
     return patient_id_of(resource)
 
 
