@@ -19,13 +19,15 @@ import torch
 
 from moe_core.batch import ModalityBatch
 from moe_core.feature_spec import FeatureSpec, NormStats
-from moe_core.features import EmbeddingLookup, RecordFeaturizer, window_start
+from moe_core.features import RecordFeaturizer, window_start
 from moe_core.modalities import AVAILABILITY_PATTERNS, TASKS
 from moe_core.records import PatientRecord
 
 __all__ = [
     "FeaturizedSplit",
+    "NormAccumulator",
     "RecordSplit",
+    "SplitBuilder",
     "fit_norm_stats",
     "label_rates",
     "patterns_seen",
@@ -34,36 +36,51 @@ __all__ = [
 _CHUNK = 512
 
 
-def fit_norm_stats(spec: FeatureSpec, train_records: Iterable[PatientRecord]) -> NormStats:
-    """Mean/std per feature and of age over the training records' in-window values."""
-    index = spec.index()
-    n = [0] * spec.n_features
-    s = [0.0] * spec.n_features
-    ss = [0.0] * spec.n_features
-    ages: list[float] = []
-    for rec in train_records:
+class NormAccumulator:
+    """Running sums of in-window values per feature and of ages (constant memory)."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.index = spec.index()
+        self.n = [0] * spec.n_features
+        self.s = [0.0] * spec.n_features
+        self.ss = [0.0] * spec.n_features
+        self.ages: list[float] = []
+
+    def add(self, rec: PatientRecord) -> None:
         start, stop = window_start(rec), rec.prediction_time
         for ev in rec.events:
-            col = index.get(ev.code)
+            col = self.index.get(ev.code)
             if col is None or not (start <= ev.time < stop) or not math.isfinite(ev.value):
                 continue
-            n[col] += 1
-            s[col] += ev.value
-            ss[col] += ev.value * ev.value
+            self.n[col] += 1
+            self.s[col] += ev.value
+            self.ss[col] += ev.value * ev.value
         if rec.static.age is not None and math.isfinite(rec.static.age):
-            ages.append(float(rec.static.age))
-    means, stds = [], []
-    for c in range(spec.n_features):
-        if n[c] == 0:
-            means.append(0.0)
-            stds.append(1.0)
-            continue
-        m = s[c] / n[c]
-        var = max(ss[c] / n[c] - m * m, 0.0)
-        means.append(m)
-        stds.append(math.sqrt(var) if var > 1e-12 else 1.0)
-    fitted = NormStats.fit(spec, {}, ages)  # age statistics (and the defaults) from there
-    return NormStats(spec.version, tuple(means), tuple(stds), fitted.age_mean, fitted.age_std)
+            self.ages.append(float(rec.static.age))
+
+    def result(self) -> NormStats:
+        """Mean/std per feature (0/1 when never observed) and of age."""
+        means, stds = [], []
+        for c in range(self.spec.n_features):
+            if self.n[c] == 0:
+                means.append(0.0)
+                stds.append(1.0)
+                continue
+            m = self.s[c] / self.n[c]
+            var = max(self.ss[c] / self.n[c] - m * m, 0.0)
+            means.append(m)
+            stds.append(math.sqrt(var) if var > 1e-12 else 1.0)
+        ages = NormStats.fit(self.spec, {}, self.ages)  # age statistics and their defaults
+        return NormStats(self.spec.version, tuple(means), tuple(stds), ages.age_mean, ages.age_std)
+
+
+def fit_norm_stats(spec: FeatureSpec, train_records: Iterable[PatientRecord]) -> NormStats:
+    """Mean/std per feature and of age over the training records' in-window values."""
+    acc = NormAccumulator(spec)
+    for rec in train_records:
+        acc.add(rec)
+    return acc.result()
 
 
 def patterns_seen(records: Iterable[PatientRecord]) -> tuple[tuple[bool, bool, bool], ...]:
@@ -90,44 +107,16 @@ class FeaturizedSplit:
     def build(
         cls,
         records: Iterable[PatientRecord],
-        spec: FeatureSpec,
-        stats: NormStats,
+        featurizer: RecordFeaturizer,
         *,
-        text_cache: EmbeddingLookup | None,
-        image_cache: EmbeddingLookup | None,
         text_dim: int,
         image_dim: int,
     ) -> FeaturizedSplit:
         """Featurise ``records`` in chunks; absent text/image rows hold zero vectors."""
-        featurizer = RecordFeaturizer(
-            spec, stats, text_cache=text_cache, image_cache=image_cache
-        )
-        parts: dict[str, list[torch.Tensor]] = {}
-        keys: list[str] = []
-        chunk: list[PatientRecord] = []
-
-        def flush() -> None:
-            batch = featurizer(chunk)
-            b = batch.size
-            if batch.text_emb is None:
-                batch.text_emb = torch.zeros(b, text_dim)  # (B, D_text)
-            if batch.image_emb is None:
-                batch.image_emb = torch.zeros(b, image_dim)  # (B, D_img)
-            for f in fields(batch):
-                v = getattr(batch, f.name)
-                if isinstance(v, torch.Tensor):
-                    parts.setdefault(f.name, []).append(v)
-            keys.extend(batch.keys)
-            chunk.clear()
-
+        builder = SplitBuilder(featurizer, text_dim=text_dim, image_dim=image_dim)
         for rec in records:
-            chunk.append(rec)
-            if len(chunk) >= _CHUNK:
-                flush()
-        if chunk:
-            flush()
-        tensors = {name: torch.cat(ts, dim=0) for name, ts in parts.items()}
-        return cls(tensors, keys)
+            builder.add(rec)
+        return builder.finish()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -151,6 +140,44 @@ class FeaturizedSplit:
         return self.tensors["label_mask"]  # (N, 3)
 
 
+class SplitBuilder:
+    """Collects records one by one and featurises them in chunks of 512."""
+
+    def __init__(self, featurizer: RecordFeaturizer, *, text_dim: int, image_dim: int) -> None:
+        self.featurizer = featurizer
+        self.text_dim = text_dim
+        self.image_dim = image_dim
+        self.parts: dict[str, list[torch.Tensor]] = {}
+        self.keys: list[str] = []
+        self.chunk: list[PatientRecord] = []
+
+    def add(self, rec: PatientRecord) -> None:
+        self.chunk.append(rec)
+        if len(self.chunk) >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.chunk:
+            return
+        batch = self.featurizer(self.chunk)
+        b = batch.size
+        if batch.text_emb is None:
+            batch.text_emb = torch.zeros(b, self.text_dim)  # (B, D_text)
+        if batch.image_emb is None:
+            batch.image_emb = torch.zeros(b, self.image_dim)  # (B, D_img)
+        for f in fields(batch):
+            v = getattr(batch, f.name)
+            if isinstance(v, torch.Tensor):
+                self.parts.setdefault(f.name, []).append(v)
+        self.keys.extend(batch.keys)
+        self.chunk.clear()
+
+    def finish(self) -> FeaturizedSplit:
+        self._flush()
+        tensors = {name: torch.cat(ts, dim=0) for name, ts in self.parts.items()}
+        return FeaturizedSplit(tensors, self.keys)
+
+
 @dataclass(slots=True)
 class RecordSplit:
     """The records of one split, featurised batch by batch (end-to-end fine-tuning)."""
@@ -164,9 +191,6 @@ class RecordSplit:
     def batch(self, rows: Sequence[int] | torch.Tensor) -> ModalityBatch:
         idx = torch.as_tensor(rows, dtype=torch.long).tolist()
         return self.featurizer([self.records[i] for i in idx])
-
-    def _all(self) -> ModalityBatch:
-        return self.featurizer(self.records)
 
     @property
     def present(self) -> torch.Tensor:

@@ -32,15 +32,18 @@ from tqdm import tqdm
 
 from moe_core.features import image_content_key, image_tensor, note_text, text_content_key
 from moe_core.modalities import Modality
-from moe_core.records import PatientRecord
+from moe_core.records import ImageRef, PatientRecord
 
 __all__ = [
     "CACHE_DIR",
     "EmbeddingCache",
+    "add_image_item",
+    "add_text_item",
     "encoder_identity",
     "fill_image_cache",
     "fill_text_cache",
     "state_dict_hash",
+    "text_items",
 ]
 
 CACHE_DIR = "embeddings"
@@ -53,7 +56,7 @@ def state_dict_hash(module: nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -132,10 +135,42 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
+def text_items(records: Iterable[PatientRecord]) -> dict[str, str]:
+    """Content key -> assembled note text of every record with notes."""
+    out: dict[str, str] = {}
+    for rec in records:
+        add_text_item(out, rec)
+    return out
+
+
+def add_text_item(items: dict[str, str], rec: PatientRecord) -> None:
+    """Add ``rec``'s assembled note text (if any) to ``items``."""
+    if not rec.present[Modality.TEXT]:
+        return
+    text = note_text(rec)
+    if text:
+        items.setdefault(text_content_key(text), text)
+
+
+def add_image_item(
+    items: dict[str, tuple[str, ImageRef]], failed: list[str], rec: PatientRecord
+) -> None:
+    """Add ``rec``'s frontal image (if any) to ``items``; unreadable ones go to ``failed``."""
+    ref = rec.frontal_image()
+    if ref is None:
+        return
+    try:
+        key = image_content_key(ref)
+    except (ValueError, OSError):
+        failed.append(rec.encounter_id)
+        return
+    items.setdefault(key, (rec.encounter_id, ref))
+
+
 @torch.no_grad()
 def fill_text_cache(
     cache: EmbeddingCache,
-    records: Iterable[PatientRecord],
+    items: Mapping[str, str],
     embed: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     tokenizer: Any,
     *,
@@ -144,18 +179,10 @@ def fill_text_cache(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> int:
-    """Embed every record's note text not yet cached; returns how many were computed."""
-    todo: dict[str, str] = {}
-    for rec in records:
-        if not rec.present[Modality.TEXT]:
-            continue
-        text = note_text(rec)
-        key = text_content_key(text)
-        if text and key not in cache and key not in todo:
-            todo[key] = text
-    items = list(todo.items())
-    bar = tqdm(total=len(items), disable=not progress, desc="text embeddings", unit="note")
-    for chunk in _chunks(items, batch_size):
+    """Embed every note text (content key -> text) not yet cached; returns how many."""
+    todo = [(k, t) for k, t in items.items() if k not in cache]
+    bar = tqdm(total=len(todo), disable=not progress, desc="text embeddings", unit="note")
+    for chunk in _chunks(todo, batch_size):
         enc = tokenizer(
             [t for _, t in chunk],
             padding="longest",
@@ -167,40 +194,28 @@ def fill_text_cache(
         cache.add([k for k, _ in chunk], emb.float().cpu().numpy())
         bar.update(len(chunk))
     bar.close()
-    return len(items)
+    return len(todo)
 
 
 @torch.no_grad()
 def fill_image_cache(
     cache: EmbeddingCache,
-    records: Iterable[PatientRecord],
+    items: Mapping[str, tuple[str, ImageRef]],
     embed: Callable[[torch.Tensor], torch.Tensor],
     *,
     batch_size: int = 16,
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> tuple[int, list[str]]:
-    """Embed every record's frontal image not yet cached.
+    """Embed every image (content key -> (encounter id, ref)) not yet cached.
 
-    Returns (how many were computed, encounter ids whose image could not be read; the
-    featuriser marks those images absent and records why).
+    Returns (how many were computed, encounter ids whose image could not be decoded;
+    the featuriser marks those images absent and records why).
     """
-    todo: dict[str, Any] = {}
+    todo = [(k, v) for k, v in items.items() if k not in cache]
     failed: list[str] = []
-    for rec in records:
-        ref = rec.frontal_image()
-        if ref is None:
-            continue
-        try:
-            key = image_content_key(ref)
-        except (ValueError, OSError):
-            failed.append(rec.encounter_id)
-            continue
-        if key not in cache and key not in todo:
-            todo[key] = (rec.encounter_id, ref)
-    items = list(todo.items())
-    bar = tqdm(total=len(items), disable=not progress, desc="image embeddings", unit="img")
-    for chunk in _chunks(items, batch_size):
+    bar = tqdm(total=len(todo), disable=not progress, desc="image embeddings", unit="img")
+    for chunk in _chunks(todo, batch_size):
         keys, tensors = [], []
         for key, (enc_id, ref) in chunk:
             try:
@@ -213,4 +228,4 @@ def fill_image_cache(
             cache.add(keys, emb.float().cpu().numpy())
         bar.update(len(chunk))
     bar.close()
-    return len(items), failed
+    return len(todo), failed
