@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         default=30, ge=1, le=365,
         description="Prefetch window for Observations/notes/images: today() - N days.",
     )
+    embedding_cache_size: int = Field(
+        default=2048, ge=0, description="Note and image embeddings kept in memory (each)."
+    )
     window_hours: int = Field(
         default=48, ge=1, le=240,
         description="Observation window after admission the model reads (the paper's 48 h).",

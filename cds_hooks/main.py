@@ -61,11 +61,12 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-async def _build_state(settings: Settings) -> AppState:
+async def _build_state(settings: Settings, model: ModelService | None) -> AppState:
     db = Database(settings.resolved_database_url)
     await to_thread.run_sync(db.migrate)
     repo = Repository(db)
-    model = await to_thread.run_sync(ModelService.load, settings)
+    if model is None:
+        model = await to_thread.run_sync(ModelService.load, settings)
     model_version_id = await to_thread.run_sync(
         lambda: repo.register_model(**model.registry_fields())
     )
@@ -95,8 +96,12 @@ async def _build_state(settings: Settings) -> AppState:
     return state
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The CDS Hooks service; ``settings`` default to ``get_settings()`` (env + .env)."""
+def create_app(settings: Settings | None = None, model: ModelService | None = None) -> FastAPI:
+    """The CDS Hooks service; ``settings`` default to ``get_settings()`` (env + .env).
+
+    ``model`` lets several apps in one process share a loaded model (tests, embedding);
+    by default the lifespan loads ``settings.model_path``.
+    """
     settings = settings or get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
 
@@ -106,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logging.getLogger("moe_health.cds").warning("*" * 72)
             log_event("auth_disabled", logging.WARNING, message=_AUTH_OFF_WARNING)
             logging.getLogger("moe_health.cds").warning("*" * 72)
-        state = await _build_state(settings)
+        state = await _build_state(settings, model)
         app.state.cds = state
         log_event(
             "service_ready",

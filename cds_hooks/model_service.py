@@ -9,9 +9,11 @@ predictor's output for the cards; it holds no model math and parses no FHIR itse
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,64 @@ import orjson
 from cds_hooks.config import Settings
 from cds_hooks.prediction import ModelInfo, PopulationStats, PredictionView
 from moe_core.modalities import Modality, Task
+from moe_core.records import DEFAULT_WINDOW_HOURS
 
-__all__ = ["MODEL_CARD_FILE", "POPULATION_FILE", "ModelService", "load_population"]
+__all__ = [
+    "MODEL_CARD_FILE",
+    "POPULATION_FILE",
+    "SERVICE_INFO_FILE",
+    "BoundedCache",
+    "ModelService",
+    "load_population",
+]
 
 POPULATION_FILE = "population.json"  # {"task key": {"prevalence": p, "quantiles": [...]}}
 MODEL_CARD_FILE = "MODEL_CARD.md"
+SERVICE_INFO_FILE = "service.json"  # {"name", "version", "synthetic"} shown on the cards
+
+
+class BoundedCache(MutableMapping[str, Any]):
+    """A least-recently-used mapping with at most ``capacity`` entries."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, capacity)
+        self._data: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> Any:
+        with self._lock:
+            value = self._data[key]
+            self._data.move_to_end(key)
+            return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def __delitem__(self, key: str) -> None:
+        with self._lock:
+            del self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _service_info(folder: Path) -> dict[str, Any]:
+    path = folder / SERVICE_INFO_FILE
+    if not path.is_file():
+        return {}
+    info = orjson.loads(path.read_bytes())
+    return info if isinstance(info, dict) else {}
 
 
 def load_population(folder: Path) -> dict[str, PopulationStats]:
@@ -77,19 +132,33 @@ class ModelService:
             raise FileNotFoundError(
                 f"model checkpoint not found: {path} (set MOE_HEALTH_MODEL_PATH)"
             )
-        predictor = Predictor.from_checkpoint(path, device=settings.model_device)
-        meta = dict(getattr(predictor, "metadata", {}) or {})
+        predictor = Predictor.from_checkpoint(
+            path,
+            device=settings.model_device,
+            batch_size=8,
+            # note/image embeddings are reused across calls for the same content
+            text_cache=BoundedCache(settings.embedding_cache_size),
+            image_cache=BoundedCache(settings.embedding_cache_size),
+        )
+        meta = dict(predictor.meta)
         folder = path if path.is_dir() else path.parent
+        info = _service_info(folder)
+        training = meta.get("training") or {}
+        version = str(
+            info.get("version")
+            or training.get("version")
+            or f"{meta.get('package_version', '0')}+{str(meta.get('weights_sha256', ''))[:8]}"
+        )
         return cls(
             predictor=predictor,
-            name=str(meta.get("name", "MoE-Health")),
-            version=str(meta.get("version", "0")),
+            name=str(info.get("name") or training.get("name") or "MoE-Health"),
+            version=version,
             spec_version=str(meta.get("spec_version", "")),
             path=path,
-            checksum=_checksum(path),
-            synthetic=bool(meta.get("synthetic", True)),
+            checksum=str(meta.get("weights_sha256") or _checksum(path)),
+            synthetic=bool(info.get("synthetic", True)),
             population=load_population(folder),
-            metrics=dict(meta.get("metrics", {}) or {}),
+            metrics=dict(meta.get("metrics") or {}),
         )
 
     def registry_fields(self) -> dict[str, Any]:
@@ -151,33 +220,25 @@ class ModelService:
             reason = "no inpatient encounter with a start time to score"
             return _abstained(patient_id, encounter_id, now, reason, notes)
         pred = self.predictor.predict([record])[0]
-        notes += [_quality_text(q) for q in record.quality]
-        present = record.present
-        used = tuple(m.name for m in Modality if present[m])
-        missing = tuple(m.name for m in Modality if not present[m])
+        notes += [_quality_text(q) for q in pred.quality]
         cutoff = record.prediction_time
-        window_start = max(record.anchor_time, cutoff - _window(record))
-        hours = {
-            int((e.time - window_start).total_seconds() // 3600)
-            for e in record.events
-            if window_start <= e.time < cutoff
-        }
-        abstain = getattr(pred, "abstain_reason", None)
+        window_start = max(record.anchor_time, cutoff - timedelta(hours=DEFAULT_WINDOW_HOURS))
+        present = record.present
         return PredictionView(
             patient_ref=f"Patient/{patient_id}",
             encounter_ref=f"Encounter/{record.encounter_id}",
-            risks={} if abstain else {k: float(v) for k, v in pred.risks.items()},
-            gate_weights={k: float(v) for k, v in (pred.gate_weights or {}).items()},
-            modalities_used=used,
-            modalities_missing=missing,
+            risks={k: float(v) for k, v in (pred.risks or {}).items()},
+            gate_weights={k: float(v) for k, v in pred.gate_weights.items()},
+            modalities_used=tuple(m.upper() for m in pred.modalities_used),
+            modalities_missing=tuple(m.upper() for m in pred.modalities_missing),
             window_start=window_start,
             window_end=cutoff,
-            hours_covered=len(hours),
+            hours_covered=round(pred.hours_covered),
             n_events=sum(1 for e in record.events if window_start <= e.time < cutoff),
             n_notes=sum(1 for n in record.notes if n.time < cutoff and n.text.strip()),
             n_images=1 if present[Modality.IMAGE] else 0,
-            quality_notes=tuple(notes),
-            abstain_reason=abstain,
+            quality_notes=tuple(dict.fromkeys(notes)),  # each note once, in order
+            abstain_reason=pred.abstain_reason,
         )
 
     def risk_assessment(self, view: PredictionView, task: Task) -> dict[str, Any]:
@@ -200,14 +261,6 @@ class ModelService:
         )
         resource.pop("id", None)
         return resource
-
-def _window(record: Any) -> Any:
-    from datetime import timedelta
-
-    from moe_core.records import DEFAULT_WINDOW_HOURS
-
-    return timedelta(hours=DEFAULT_WINDOW_HOURS)
-
 
 def _choose(records: Sequence[Any], patient_id: str, encounter_id: str | None) -> Any:
     """The context's admission: the named encounter, else the patient's most recent one."""

@@ -1,7 +1,8 @@
 """Training-population statistics for the cards ("how this risk compares").
 
 For each task: the observed outcome rate and the 1st..99th percentiles of the model's
-predicted risk over the training admissions, written beside the checkpoint as
+predicted risk over a cohort's admissions (for the demo: the synthetic cohort the model
+was built from), written beside the checkpoint as
 ``population.json``::
 
     python -m cds_hooks.population --cohort /tmp/demo-cohort --model cds_hooks/model/demo
@@ -43,10 +44,9 @@ def population_stats(
 
 def write_population(cohort: Path, model: Path) -> Path:
     """Score every admission of a synthetic NDJSON cohort and write ``population.json``."""
-    from moe_core.inference import Predictor
-
     from fhir_adapters.ndjson import group_by_patient
     from fhir_adapters.record import build_patient_records
+    from moe_core.inference import Predictor
 
     predictor = Predictor.from_checkpoint(model)
     risks: dict[str, list[float]] = {t.key: [] for t in Task}
@@ -55,7 +55,7 @@ def write_population(cohort: Path, model: Path) -> Path:
     for pid, resources in group_by_patient(cohort):
         batch.extend(build_patient_records(pid, resources))
     for pred, record in zip(predictor.predict(batch), batch, strict=True):
-        if getattr(pred, "abstain_reason", None):
+        if pred.risks is None:
             continue
         for task in Task:
             if task.key in pred.risks:

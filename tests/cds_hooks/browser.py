@@ -93,7 +93,10 @@ class Chromium:
         deadline = time.monotonic() + timeout_s
         value: Any = None
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError:  # the page is still loading (no document.body yet, ...)
+                value = None
             if value:
                 return value
             time.sleep(0.1)

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_hooks.main import create_app
+from cds_hooks.model_service import ModelService
 from fhir_adapters.client import FhirClient
 from fhir_adapters.references import reference_id
 from tests.cds_hooks.card_spec import assert_valid_card
@@ -67,10 +68,13 @@ def _body(base: str, pid: str, eid: str | None, token: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("with_encounter", [True, False], ids=["encounterId", "latest-inpatient"])
 def test_missing_prefetch_is_fetched_from_the_fhir_server(
-    synthea_server: tuple[str, str, str], tmp_path: Path, with_encounter: bool
+    synthea_server: tuple[str, str, str],
+    tmp_path: Path,
+    with_encounter: bool,
+    demo_model: ModelService,
 ) -> None:
     base, pid, eid = synthea_server
-    with TestClient(create_app(make_settings(tmp_path))) as client:
+    with TestClient(create_app(make_settings(tmp_path), demo_model)) as client:
         resp = client.post(PV, json=_body(base, pid, eid if with_encounter else None, TOKEN))
         assert resp.status_code == 200, resp.text
         for card in resp.json()["cards"]:
@@ -81,10 +85,10 @@ def test_missing_prefetch_is_fetched_from_the_fhir_server(
 
 
 def test_fhir_server_refusing_the_token_is_412(
-    synthea_server: tuple[str, str, str], tmp_path: Path
+    synthea_server: tuple[str, str, str], tmp_path: Path, demo_model: ModelService
 ) -> None:
     base, pid, eid = synthea_server
-    with TestClient(create_app(make_settings(tmp_path))) as client:
+    with TestClient(create_app(make_settings(tmp_path), demo_model)) as client:
         resp = client.post(PV, json=_body(base, pid, eid, "wrong-token"))
         assert resp.status_code == 412
         assert "401" in resp.json()["issue"][0]["diagnostics"]
