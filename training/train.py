@@ -36,7 +36,7 @@ from moe_core.feature_spec import FeatureSpec, NormStats
 from moe_core.losses import total_loss
 from moe_core.modalities import TASKS
 from moe_core.model import MoEHealth, expert_pretraining_loss
-from training.data import FeaturizedSplit, label_rates
+from training.data import FeaturizedSplit, RecordSplit, label_rates
 from training.ddp import DistContext, barrier, init_distributed, shutdown
 from training.final_checkpoint import write_final
 from training.metrics import auprc, auroc
@@ -172,7 +172,7 @@ def _batches(order: list[int], size: int) -> list[list[int]]:
 
 
 def _pretrain_experts(
-    model: MoEHealth, train: FeaturizedSplit, cfg: TrainConfig, ctx: DistContext
+    model: MoEHealth, train: FeaturizedSplit | RecordSplit, cfg: TrainConfig, ctx: DistContext
 ) -> None:
     """Pre-train each specialised expert on its own combination's training rows."""
     combos = model.config.moe.combinations
@@ -207,8 +207,8 @@ def _pretrain_experts(
 
 def _fit(
     model: FusionModel,
-    train: FeaturizedSplit,
-    val: FeaturizedSplit,
+    train: FeaturizedSplit | RecordSplit,
+    val: FeaturizedSplit | RecordSplit,
     cfg: TrainConfig,
     ctx: DistContext,
     out: Path,
@@ -301,8 +301,8 @@ class PreparedCohort:
     folder: Path
     spec: FeatureSpec
     scan: CohortScan
-    caches: Caches
-    splits: dict[str, FeaturizedSplit]
+    caches: Caches | None  # None: end-to-end fine-tuning (no embedding caches)
+    splits: dict[str, FeaturizedSplit | RecordSplit]
 
     @property
     def stats(self) -> NormStats:
@@ -328,7 +328,7 @@ def prepare_cohort(
         progress=cfg.progress,
     )
     splits = featurise_splits(cohort, spec, scan.stats, caches)
-    return PreparedCohort(cohort, spec, scan, caches, splits)
+    return PreparedCohort(cohort, spec, scan, caches, dict(splits.items()))
 
 
 def train_model(
@@ -342,10 +342,11 @@ def train_model(
     choice = ModelChoice(cfg.model, cfg.ablation)
     mcfg = model_config(
         data.spec, choice, combinations=data.scan.combinations, tasks=cfg.tasks,
-        hidden=cfg.hidden, top_k=cfg.top_k, alpha=cfg.alpha, text_dim=data.caches.text_dim,
+        hidden=cfg.hidden, top_k=cfg.top_k, alpha=cfg.alpha,
+        text_dim=data.caches.text_dim if data.caches else None,
         text_path=str(cfg.text_encoder) if cfg.text_encoder else None,
         image_weights=str(cfg.image_weights) if cfg.image_weights else None,
-        fine_tune=False,
+        fine_tune=cfg.fine_tune,
     )  # fmt: skip
     model = build_model(choice, mcfg).to(ctx.device)
     rates = label_rates(train.labels, train.label_mask)
@@ -373,15 +374,15 @@ def train_model(
 
 def run_training(cohort: Path, out: Path, cfg: TrainConfig) -> TrainResult:
     """Train on ``cohort`` (folder from build-cohort) and write the run into ``out``."""
-    if cfg.fine_tune:
-        from training.finetune import run_finetune
-
-        result: TrainResult = run_finetune(cohort, out, cfg)
-        return result
     ctx = init_distributed(cfg.device)
     try:
         set_determinism(cfg.seed)
-        data = prepare_cohort(cohort, cfg, ctx)
+        if cfg.fine_tune:
+            from training.finetune import prepare_finetune
+
+            data = prepare_finetune(cohort, cfg, ctx)
+        else:
+            data = prepare_cohort(cohort, cfg, ctx)
         return train_model(data, out, cfg, ctx)[1]
     finally:
         shutdown(ctx)
