@@ -184,3 +184,16 @@ def test_score_command_runs_and_rejects_two_sources(
     both = runner.invoke(app, [*args, "--fhir", "http://127.0.0.1:9/fhir"])
     assert both.exit_code == 2
     assert "exactly one of" in both.output
+
+
+def test_worker_processes_give_the_same_outputs(
+    defect_export: Path, tiny_ckpt: Path, tiny_scorer: Any, tmp_path: Path
+) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_score(scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, one, record_job=False))
+    run_score(
+        scorer=tiny_scorer,
+        opts=_opts(defect_export, tiny_ckpt, two, record_job=False, workers=2),
+    )
+    for name in (keys.RISK_NDJSON_FILE, keys.ERRORS_FILE, keys.TABLE_CSV_FILE, keys.SUMMARY_FILE):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name

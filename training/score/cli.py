@@ -82,6 +82,13 @@ def score(
         help="Ray cluster address for --engine ray, e.g. 'HEAD:6379' or 'auto'. "
         "Default: start a local Ray on this machine.",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Local engine: featurise in this many worker processes (about one per spare "
+        "CPU core) while the main process reads, scores and writes. Same results.",
+    ),
     ray_actors: int = typer.Option(
         1, "--ray-actors", min=1, help="Scoring actors for --engine ray (one GPU each)."
     ),
@@ -161,6 +168,7 @@ def score(
             database_url=database_url,
             device=device,
             ray_actors=ray_actors,
+            workers=workers,
             progress=progress,
         )
     except ValueError as exc:

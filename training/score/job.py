@@ -54,6 +54,7 @@ class ScoreOptions:
     record_job: bool = True
     device: str = "auto"
     ray_actors: int = 1
+    workers: int = 1  # local engine: featurisation processes
     progress: bool = True
     job_id: str = field(default_factory=lambda: f"score-{uuid.uuid4().hex[:12]}")
 
@@ -64,10 +65,10 @@ class ScoreOptions:
             raise ValueError("--mimic-dir runs on the local engine only")
         if self.source == "mimic" and self.prediction_time is not None:
             raise ValueError("--prediction-time does not apply to --mimic-dir (48 h windows)")
-        if self.batch_size < 1 or self.chunk_patients < 1:
+        if self.batch_size < 1 or self.chunk_patients < 1 or self.workers < 1:
             raise ValueError(
-                f"batch size and chunk size must be >= 1, got {self.batch_size}, "
-                f"{self.chunk_patients}"
+                f"batch size, chunk size and workers must be >= 1, got {self.batch_size}, "
+                f"{self.chunk_patients}, {self.workers}"
             )
 
 
@@ -162,7 +163,7 @@ def run_score(opts: ScoreOptions, scorer: ModelScorer | None = None) -> ScoreRes
                 files = ndjson_files(folder)
                 engine = LocalEngine(
                     build, scorer, scorer.spec, scorer.stats, render,
-                    opts.batch_size, opts.chunk_patients, times, write_back,
+                    opts.batch_size, opts.chunk_patients, times, write_back, opts.workers,
                 )  # fmt: skip
                 engine.run(spill_groups(files, skip=store.completed), store, bar)
         counts = store.finalize()

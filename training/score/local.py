@@ -8,8 +8,10 @@ point that ``--resume`` relies on.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +29,9 @@ from training.score.pipeline import (
 from training.score.render import OutputRenderer
 from training.score.run_store import Chunk, RunCounts, RunStore
 
-__all__ = ["LocalEngine", "StageTimes", "score_chunk"]
+__all__ = ["Featurised", "LocalEngine", "StageTimes", "featurise_groups", "score_chunk"]
 
+_WORKER_BATCH = 32  # patients per featurisation task sent to a worker process
 # What a source yields: one patient's resources, or a line/resource it could not use.
 SourceItem = PatientGroup | Failure
 
@@ -42,6 +45,50 @@ class StageTimes:
     write: float = 0.0
 
 
+@dataclass(slots=True)
+class Featurised:
+    """Feature rows of some whole patients, and what could not be used."""
+
+    patient_ids: list[str] = field(default_factory=list)
+    rows: list[FeatureRow] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    resources: int = 0
+
+    def extend(self, other: Featurised) -> None:
+        self.patient_ids.extend(other.patient_ids)
+        self.rows.extend(other.rows)
+        self.failures.extend(other.failures)
+        self.resources += other.resources
+
+
+def featurise_groups(
+    groups: Sequence[PatientGroup],
+    build: RecordBuilder,
+    spec: FeatureSpec | None,
+    stats: NormStats,
+    image_cached: Callable[[str], bool] | None = None,
+) -> Featurised:
+    """Records and feature rows of whole patients (runs in a worker process as well).
+
+    ``spec=None`` means ``feature_catalog.DEFAULT_SPEC`` (specs hold mapping proxies,
+    which do not pickle, so workers look the default up instead of receiving it).
+    """
+    if spec is None:
+        from moe_core.feature_catalog import DEFAULT_SPEC
+
+        spec = DEFAULT_SPEC
+    out = Featurised()
+    for group in groups:
+        records, fails = group_records(group, build)
+        out.failures.extend(fails)
+        feats, fails = featurise_records(records, spec, stats, image_cached)
+        out.failures.extend(fails)
+        out.rows.extend(feats)
+        out.patient_ids.append(group.patient_id)
+        out.resources += len(group.resources)
+    return out
+
+
 def score_chunk(
     groups: Sequence[PatientGroup],
     read_failures: Sequence[Failure],
@@ -53,23 +100,21 @@ def score_chunk(
     render: OutputRenderer,
     batch_size: int,
     times: StageTimes | None = None,
+    featurised: Featurised | None = None,
 ) -> Chunk:
-    """Score a list of whole patients: every stage, in order; returns the chunk to commit."""
+    """Score a list of whole patients: every stage, in order; returns the chunk to commit.
+
+    ``featurised``: the groups' feature rows when they were computed elsewhere (workers).
+    """
     times = times if times is not None else StageTimes()
-    chunk = Chunk()
-    failures = list(read_failures)
-    rows: list[FeatureRow] = []
     t0 = time.perf_counter()
-    for group in groups:
-        records, fails = group_records(group, build)
-        failures.extend(fails)
-        feats, fails = featurise_records(records, spec, stats, scorer.image_cached)
-        failures.extend(fails)
-        rows.extend(feats)
-        chunk.patient_ids.append(group.patient_id)
-        chunk.counts.resources += len(group.resources)
+    if featurised is None:
+        featurised = featurise_groups(groups, build, spec, stats, scorer.image_cached)
+    chunk = Chunk(patient_ids=list(featurised.patient_ids))
+    chunk.counts.resources = featurised.resources
+    failures = [*read_failures, *featurised.failures]
     t1 = time.perf_counter()
-    scored = score_rows(rows, scorer, batch_size, failures)
+    scored = score_rows(featurised.rows, scorer, batch_size, failures)
     t2 = time.perf_counter()
     times.read_featurise += t1 - t0
     times.model += t2 - t1
@@ -111,7 +156,13 @@ def _scoring_failure(row: FeatureRow, exc: BaseException) -> Failure:
 
 @dataclass(slots=True)
 class LocalEngine:
-    """Runs a source through the stages and commits every ``chunk_patients`` patients."""
+    """Runs a source through the stages and commits every ``chunk_patients`` patients.
+
+    ``workers`` > 1 featurises in that many worker processes (records + features of
+    ``_WORKER_BATCH`` patients per task) while this process reads, scores and writes;
+    the results are the same as with one process. Workers need the default feature
+    spec (the one every shipped checkpoint uses); with another spec it runs in-process.
+    """
 
     build: RecordBuilder
     scorer: BatchScorer
@@ -122,6 +173,7 @@ class LocalEngine:
     chunk_patients: int = 256
     times: StageTimes = field(default_factory=StageTimes)
     on_commit: Callable[[Chunk], None] | None = None  # e.g. write-back, progress
+    workers: int = 1
 
     def run(
         self,
@@ -130,25 +182,57 @@ class LocalEngine:
         progress: Callable[[int], Any] | None = None,
     ) -> RunCounts:
         """Score every patient of ``source`` not yet in ``store``'s ledger."""
-        groups: list[PatientGroup] = []
-        failures: list[Failure] = []
-        read_t = time.perf_counter()
-        for item in source:
-            if isinstance(item, Failure):
-                failures.append(item)
-                continue
-            if item.patient_id in store.completed:
-                continue
-            groups.append(item)
-            if len(groups) >= self.chunk_patients:
-                self.times.read_featurise += time.perf_counter() - read_t
-                self._commit(groups, failures, store, progress)
-                groups, failures = [], []
-                read_t = time.perf_counter()
-        self.times.read_featurise += time.perf_counter() - read_t
-        if groups or failures:
-            self._commit(groups, failures, store, progress)
+        pool = _pool(self.workers if self._default_spec() else 1)
+        probe = getattr(self.scorer, "probe", None)
+        image_cached = probe() if callable(probe) else None
+        try:
+            groups: list[PatientGroup] = []
+            batch: list[PatientGroup] = []
+            pending: list[Future[Featurised]] = []
+            failures: list[Failure] = []
+            read_t = time.perf_counter()
+            for item in source:
+                if isinstance(item, Failure):
+                    failures.append(item)
+                    continue
+                if item.patient_id in store.completed:
+                    continue
+                groups.append(item)
+                if pool is not None:
+                    batch.append(item)
+                    if len(batch) >= _WORKER_BATCH:
+                        pending.append(self._submit(pool, batch, image_cached))
+                        batch = []
+                if len(groups) >= self.chunk_patients:
+                    if batch:
+                        pending.append(self._submit(pool, batch, image_cached))
+                        batch = []
+                    self.times.read_featurise += time.perf_counter() - read_t
+                    self._commit(groups, failures, store, progress, pending)
+                    groups, failures, pending = [], [], []
+                    read_t = time.perf_counter()
+            if batch:
+                pending.append(self._submit(pool, batch, image_cached))
+            self.times.read_featurise += time.perf_counter() - read_t
+            if groups or failures:
+                self._commit(groups, failures, store, progress, pending)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         return store.counts
+
+    def _submit(
+        self, pool: Any, batch: list[PatientGroup], image_cached: Any
+    ) -> Future[Featurised]:
+        future: Future[Featurised] = pool.submit(
+            featurise_groups, batch, self.build, None, self.stats, image_cached
+        )
+        return future
+
+    def _default_spec(self) -> bool:
+        from moe_core.feature_catalog import DEFAULT_SPEC
+
+        return self.spec is DEFAULT_SPEC
 
     def _commit(
         self,
@@ -156,7 +240,15 @@ class LocalEngine:
         failures: list[Failure],
         store: RunStore,
         progress: Callable[[int], Any] | None,
+        pending: list[Future[Featurised]],
     ) -> None:
+        featurised: Featurised | None = None
+        if pending:
+            t0 = time.perf_counter()
+            featurised = Featurised()
+            for future in pending:  # submission order: the same order as one process
+                featurised.extend(future.result())
+            self.times.read_featurise += time.perf_counter() - t0
         chunk = score_chunk(
             groups,
             failures,
@@ -167,6 +259,7 @@ class LocalEngine:
             render=self.render,
             batch_size=self.batch_size,
             times=self.times,
+            featurised=featurised,
         )
         t0 = time.perf_counter()
         if self.on_commit is not None:
@@ -175,3 +268,10 @@ class LocalEngine:
         self.times.write += time.perf_counter() - t0
         if progress is not None:
             progress(len(groups))
+
+
+def _pool(workers: int) -> Any:
+    if workers <= 1:
+        return None
+    # spawn, not fork: the parent holds torch threads and an open model
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
