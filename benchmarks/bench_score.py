@@ -8,7 +8,8 @@ Figures, each stage in its own process (so peak RSS is that stage's own):
 
 * floor: bare ``orjson.loads`` of every line of every file (resources/s, patients/s);
 * read + featurise: the scorer's streaming grouping, FHIR -> PatientRecord assembly and
-  featurisation (no model), over the whole export;
+  featurisation (no model), over the whole export, in one process and with ``--workers``
+  featurising processes (default: one per CPU; peak RSS is the main process's);
 * model: encoders + MoE-Health on the feature rows of ``--model-patients`` patients, cold
   (empty embedding cache) and warm (the nightly rerun: every note cached);
 * end to end: ``run_score`` (local engine) on ``--e2e-patients`` patients, split by stage;
@@ -72,34 +73,60 @@ def stage_orjson(export: Path) -> dict[str, Any]:
     return {"resources": n, "bytes": size, "seconds": secs, "patients": _count_patients(files)}
 
 
-def stage_featurise(export: Path) -> dict[str, Any]:
+def stage_featurise(export: Path, workers: int = 1) -> dict[str, Any]:
+    """Read + group + records + features, in one process or with ``workers`` processes
+    featurising (as ``moe-health score --workers``)."""
+    import multiprocessing
+    from concurrent.futures import Future, ProcessPoolExecutor
+
     from moe_core.feature_catalog import DEFAULT_SPEC
     from moe_core.feature_spec import NormStats
     from training.score.builders import FhirRecordBuilder
-    from training.score.pipeline import PatientGroup, featurise_records, group_records
+    from training.score.local import Featurised, featurise_groups
+    from training.score.pipeline import PatientGroup
     from training.score.sources import ndjson_files, spill_groups
 
     stats = NormStats.identity(DEFAULT_SPEC)
     build = FhirRecordBuilder()
+    total = Featurised()
+    read_failures = 0
+    pool = (
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        if workers > 1
+        else None
+    )
+    if pool is not None:  # start the workers before the clock
+        list(pool.map(abs, range(workers)))
     t0 = time.perf_counter()
-    patients = resources = rows = failures = 0
+    pending: list[Future[Featurised]] = []
+    batch: list[PatientGroup] = []
     for item in spill_groups(ndjson_files(export)):
         if not isinstance(item, PatientGroup):
-            failures += 1
+            read_failures += 1
             continue
-        patients += 1
-        resources += len(item.resources)
-        records, fails = group_records(item, build)
-        feats, more = featurise_records(records, DEFAULT_SPEC, stats)
-        rows += len(feats)
-        failures += len(fails) + len(more)
+        if pool is None:
+            total.extend(featurise_groups([item], build, DEFAULT_SPEC, stats))
+            continue
+        batch.append(item)
+        if len(batch) >= 32:
+            pending.append(pool.submit(featurise_groups, batch, build, None, stats))
+            batch = []
+        if len(pending) >= 4 * workers:  # bounded memory: wait for the oldest
+            total.extend(pending.pop(0).result())
+    if pool is not None:
+        if batch:
+            pending.append(pool.submit(featurise_groups, batch, build, None, stats))
+        for future in pending:
+            total.extend(future.result())
+        pool.shutdown()
     secs = time.perf_counter() - t0
     return {
-        "patients": patients,
-        "resources": resources,
-        "admissions": rows,
-        "failures": failures,
+        "patients": len(total.patient_ids),
+        "resources": total.resources,
+        "admissions": len(total.rows),
+        "failures": len(total.failures) + read_failures,
         "seconds": secs,
+        "workers": workers,
     }
 
 
@@ -249,6 +276,7 @@ def main() -> None:
     parser.add_argument("--model-patients", type=int, default=100)
     parser.add_argument("--e2e-patients", type=int, default=100)
     parser.add_argument("--fhiry-lines", type=int, default=5_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -257,7 +285,7 @@ def main() -> None:
         if args.stage == "orjson":
             out = stage_orjson(export)
         elif args.stage == "featurise":
-            out = stage_featurise(export)
+            out = stage_featurise(export, args.workers)
         elif args.stage == "model":
             out = stage_model(export, args.checkpoint, args.model_patients)
         elif args.stage == "e2e":
@@ -279,18 +307,20 @@ def main() -> None:
             print(f"generated {args.patients} synthetic patients in {secs:.0f} s")
         common = ["--export", str(export), "--checkpoint", str(checkpoint)]
         floor = _run_stage(["--stage", "orjson", *common])
-        feat = _run_stage(["--stage", "featurise", *common])
+        feat = _run_stage(["--stage", "featurise", *common, "--workers", "1"])
+        par = _run_stage(["--stage", "featurise", *common, "--workers", str(args.workers)])
         model = _run_stage(
             ["--stage", "model", *common, "--model-patients", str(args.model_patients)]
         )
         e2e = _run_stage(["--stage", "e2e", *common, "--e2e-patients", str(args.e2e_patients)])
         peer = _run_stage(["--stage", "fhiry", *common, "--fhiry-lines", str(args.fhiry_lines)])
-    _report(floor, feat, model, e2e, peer)
+    _report(floor, feat, par, model, e2e, peer)
 
 
 def _report(
     floor: dict[str, Any],
     feat: dict[str, Any],
+    par: dict[str, Any],
     model: dict[str, Any],
     e2e: dict[str, Any],
     peer: dict[str, Any],
@@ -311,12 +341,19 @@ def _report(
         f"{'score: read + featurise':34} {feat_rate:12,.0f} "
         f"{feat['patients'] / feat['seconds']:11,.1f} {feat['peak_mib']:9,.0f}"
     )
+    par_rate = par["resources"] / par["seconds"]
+    label = f"  ... with {par['workers']} worker processes"
+    print(
+        f"{label:34} {par_rate:12,.0f} "
+        f"{par['patients'] / par['seconds']:11,.1f} {par['peak_mib']:9,.0f}"
+    )
     print(
         f"{'fhiry -> DataFrame (sample)':34} {fhiry_rate:12,.0f} {'':>11} {peer['peak_mib']:9,.0f}"
     )
     print(
-        f"featurise / orjson = {feat_rate / floor_rate:.2f} (goal >= 0.5); "
-        f"featurise / fhiry = {feat_rate / fhiry_rate:.1f}x (goal >= 5)"
+        f"featurise / orjson = {feat_rate / floor_rate:.2f} one process, "
+        f"{par_rate / floor_rate:.2f} with {par['workers']} workers (goal >= 0.5); "
+        f"featurise / fhiry = {feat_rate / fhiry_rate:.0f}x (goal >= 5)"
     )
     per = model["patients"]
     print(
