@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         default=30, ge=1, le=365,
         description="Prefetch window for Observations/notes/images: today() - N days.",
     )
+    torch_threads: int = Field(
+        default=1, ge=0, le=256,
+        description="Intra-op CPU threads for inference (0 = leave torch's default). One "
+        "thread gives the steadiest latency on small or shared hosts; scale out with workers.",
+    )
     embedding_cache_size: int = Field(
         default=2048, ge=0, description="Note and image embeddings kept in memory (each)."
     )

@@ -111,6 +111,10 @@ def create_app(settings: Settings | None = None, model: ModelService | None = No
             logging.getLogger("moe_health.cds").warning("*" * 72)
             log_event("auth_disabled", logging.WARNING, message=_AUTH_OFF_WARNING)
             logging.getLogger("moe_health.cds").warning("*" * 72)
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         state = await _build_state(settings, model)
         app.state.cds = state
         log_event(

@@ -204,21 +204,21 @@ class ModelService:
         now = datetime.now(UTC)
         images = AttachmentSource()  # DICOM sent inline; never files or URLs named by the caller
         notes = list(gather_notes)
-        records = build_records(list(resources), prediction_time=now, image_source=images)
+        # One assembly with the full window; an ongoing stay is then cut at "now" (no data
+        # after now exists, so this equals assembling with prediction_time=now).
+        records = build_records(list(resources), image_source=images)
         record = _choose(records, patient_id, encounter_id)
-        if record is None:
-            # Date-shifted records (synthetic or de-identified data) start after "now":
-            # score their own 48 h window instead, and say so on the card.
-            shifted = _choose(
-                build_records(list(resources), image_source=images), patient_id, encounter_id
-            )
-            if shifted is not None and shifted.anchor_time > now:
-                record = shifted
-                notes.append("record dates lie in the future (date-shifted data): the first "
-                             "48 h of the admission were used")
         if record is None:
             reason = "no inpatient encounter with a start time to score"
             return _abstained(patient_id, encounter_id, now, reason, notes)
+        if record.anchor_time > now:
+            # Date-shifted records (synthetic or de-identified data) start in the future.
+            notes.append(
+                "record dates lie in the future (date-shifted data): the first "
+                f"{DEFAULT_WINDOW_HOURS} h of the admission were used"
+            )
+        elif now < record.prediction_time:
+            record.prediction_time = now
         pred = self.predictor.predict([record])[0]
         notes += [_quality_text(q) for q in pred.quality]
         cutoff = record.prediction_time

@@ -26,6 +26,7 @@ def make_settings(tmp_path: Path, **over: Any) -> Settings:
         database_url=f"sqlite:///{tmp_path / 'cds.db'}",
         auth_disabled=True,
         log_json=True,
+        torch_threads=0,  # leave the test process's torch settings alone
     )
     base.update(over)
     return Settings(**base)
