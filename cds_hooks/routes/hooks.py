@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 
 from cds_hooks.cards import build_cards
 from cds_hooks.deps import ClientDep, SettingsDep, StateDep
@@ -21,7 +23,28 @@ from moe_core.modalities import Task
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["hooks"])
+
+
+class _OrjsonRequest(Request):
+    """Parses the JSON body with orjson (several times faster on megabyte prefetches)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())  # JSONDecodeError -> 400 upstream
+        return self._json
+
+
+class _OrjsonRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def orjson_handler(request: Request) -> Response:
+            return await handler(_OrjsonRequest(request.scope, request.receive))
+
+        return orjson_handler
+
+
+router = APIRouter(tags=["hooks"], route_class=_OrjsonRoute)
 
 # Readmission is decided at discharge: it leads there; on patient-view the acute risks lead.
 _TASK_ORDER = {
