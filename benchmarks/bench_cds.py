@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import copy
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,9 +33,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cds_hooks.config import Settings, default_model_path  # noqa: E402
 from tests.cds_hooks.conftest import DEMO_PATIENTS  # noqa: E402
-from tests.cds_hooks.live_server import serve  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 
 def _time(text: str) -> datetime:
@@ -141,6 +143,42 @@ async def load(url: str, body: bytes, total: int, concurrency: int, max_s: float
     )
 
 
+@contextlib.contextmanager
+def server_process(tmp: str, device: str, threads: int) -> Iterator[str]:
+    """``uvicorn`` serving the app in its own process (no GIL shared with the client)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "MOE_HEALTH_MODEL_DEVICE": device,
+        "MOE_HEALTH_DATA_DIR": tmp,
+        "MOE_HEALTH_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+        "MOE_HEALTH_AUTH_DISABLED": "true",
+        "MOE_HEALTH_LOG_LEVEL": "WARNING",
+        "MOE_HEALTH_TORCH_THREADS": str(threads),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "cds_hooks.main:create_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cold", type=int, default=20)
@@ -149,49 +187,45 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--max-seconds", type=float, default=60.0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="server torch threads (0 = default)")
     args = ap.parse_args()
 
     import orjson
-    import torch
 
     payload = build_payload()
     size = len(orjson.dumps(payload))
     n_obs = len(payload["prefetch"]["observations"]["entry"])
     print(f"payload: {n_obs} Observations, 2 notes, 1 chest X-ray; {size / 1e6:.2f} MB JSON")
+    load1 = os.getloadavg()[0]
     print(
-        f"host: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-        f"device {args.device}"
+        f"host: {os.cpu_count()} CPUs (load average {load1:.1f} at start), server torch "
+        f"threads {args.threads or 'default'}, device {args.device}"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            model_path=default_model_path(),
-            model_device=args.device,
-            data_dir=Path(tmp),
-            database_url=f"sqlite:///{tmp}/bench.db",
-            auth_disabled=True,
-            log_level="WARNING",
-        )
-        with serve(settings) as base, httpx.Client(timeout=60) as client:
-            url = f"{base}/cds-services/patient-view"
-            warm = client.post(url, json=payload)  # model warm-up, not measured
-            assert warm.status_code == 200, warm.text
-            cold: list[float] = []
-            for k in range(args.cold):
-                body = orjson.dumps(make_cold(payload, k))
-                t0 = time.perf_counter()
-                r = client.post(url, content=body, headers={"content-type": "application/json"})
-                cold.append((time.perf_counter() - t0) * 1000)
-                assert r.status_code == 200, r.text
-            body = orjson.dumps(payload)
-            cached: list[float] = []
-            for _ in range(args.cached):
-                t0 = time.perf_counter()
-                r = client.post(url, content=body, headers={"content-type": "application/json"})
-                cached.append((time.perf_counter() - t0) * 1000)
-                assert r.status_code == 200, r.text
-            report("patient-view cold", cold)
-            report("patient-view cached", cached)
-            asyncio.run(load(url, body, args.load, args.concurrency, args.max_seconds))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        server_process(tmp, args.device, args.threads) as base,
+        httpx.Client(timeout=60) as client,
+    ):
+        url = f"{base}/cds-services/patient-view"
+        warm = client.post(url, json=payload)  # model warm-up, not measured
+        assert warm.status_code == 200, warm.text
+        cold: list[float] = []
+        for k in range(args.cold):
+            body = orjson.dumps(make_cold(payload, k))
+            t0 = time.perf_counter()
+            r = client.post(url, content=body, headers={"content-type": "application/json"})
+            cold.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 200, r.text
+        body = orjson.dumps(payload)
+        cached: list[float] = []
+        for _ in range(args.cached):
+            t0 = time.perf_counter()
+            r = client.post(url, content=body, headers={"content-type": "application/json"})
+            cached.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 200, r.text
+        report("patient-view cold", cold)
+        report("patient-view cached", cached)
+        asyncio.run(load(url, body, args.load, args.concurrency, args.max_seconds))
 
 
 if __name__ == "__main__":
