@@ -55,6 +55,13 @@ def demo_patients() -> list[dict[str, Any]]:
     return patients
 
 
+def audit_rows(client: TestClient, hook_instance: str | None = None) -> list[Any]:
+    """Audit-log rows the app behind ``client`` wrote (newest first)."""
+    app: Any = client.app
+    rows: list[Any] = app.state.cds.repository.predictions(hook_instance=hook_instance)
+    return rows
+
+
 def hook_body(patient: dict[str, Any], hook: str = "patient-view", **over: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "hook": hook,

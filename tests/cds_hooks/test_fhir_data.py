@@ -11,7 +11,7 @@ import pytest
 
 from cds_hooks.config import Settings
 from cds_hooks.fhir_data import PreconditionFailedError, gather_resources, render_template
-from cds_hooks.services import SERVICES, PrefetchKey, ServiceId, service_by_id
+from cds_hooks.services import SERVICES, PrefetchKey, ServiceId
 from tests.conftest import free_port
 
 PATIENT = {"resourceType": "Patient", "id": "p1"}
@@ -44,8 +44,7 @@ def _full_prefetch() -> dict[str, Any]:
     }
 
 
-PV = service_by_id(ServiceId.PATIENT_VIEW)
-assert PV is not None
+PV = next(s for s in SERVICES if s.id == ServiceId.PATIENT_VIEW)
 
 
 def _gather(prefetch: dict[str, Any] | None, server: str | None = None, **kw: Any) -> Any:

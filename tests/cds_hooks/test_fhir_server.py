@@ -13,15 +13,30 @@ from fastapi.testclient import TestClient
 from cds_hooks.main import create_app
 from cds_hooks.model_service import ModelService
 from fhir_adapters.client import FhirClient
+from fhir_adapters.record import build_records
 from fhir_adapters.references import reference_id
 from tests.cds_hooks.card_spec import assert_valid_card
-from tests.cds_hooks.conftest import make_settings
+from tests.cds_hooks.conftest import audit_rows, make_settings
 from tests.servers import start_sekmet
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "cds-hooks-token"
 PV = "/cds-services/patient-view"
+
+
+def _bundle_with_charted_admission(shared_data: Path) -> tuple[dict[str, Any], int]:
+    """The first Synthea bundle whose latest inpatient admission has vitals/labs in its
+    first 48 h, and the entry index of that Encounter."""
+    for path in sorted((shared_data / "synthea-r4").glob("*.json")):
+        bundle = orjson.loads(path.read_bytes())
+        records = build_records([e["resource"] for e in bundle["entry"]])
+        if records and records[-1].events:
+            wanted = records[-1].encounter_id
+            for i, e in enumerate(bundle["entry"]):
+                if e["resource"]["resourceType"] == "Encounter" and e["resource"]["id"] == wanted:
+                    return bundle, i
+    raise AssertionError("no Synthea bundle with a charted inpatient admission")
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +46,12 @@ def synthea_server(
     """sekmet (bearer auth) holding one Synthea patient; (base, patient id, inpatient encounter)."""
     tmp = tmp_path_factory.mktemp("sekmet-cds")
     with start_sekmet(tmp, tokens=[TOKEN]) as base:
+        bundle, enc_index = _bundle_with_charted_admission(shared_data)
         with FhirClient(base, auth=TOKEN, timeout=120) as client:
-            path = sorted((shared_data / "synthea-r4").glob("*.json"))[0]
-            bundle = orjson.loads(path.read_bytes())
             response = client.transaction(bundle)
-            locations = [str(reference_id(e["response"]["location"])) for e in response["entry"]]
-            kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
-            pid = locations[kinds.index("Patient")]
-            inpatient = [
-                loc
-                for loc, e in zip(locations, bundle["entry"], strict=True)
-                if e["resource"]["resourceType"] == "Encounter"
-                and e["resource"].get("class", {}).get("code") == "IMP"
-            ]
-        yield base, pid, inpatient[-1]
+        locations = [str(reference_id(e["response"]["location"])) for e in response["entry"]]
+        kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
+        yield base, locations[kinds.index("Patient")], locations[enc_index]
 
 
 def _body(base: str, pid: str, eid: str | None, token: str) -> dict[str, Any]:
@@ -79,9 +86,9 @@ def test_missing_prefetch_is_fetched_from_the_fhir_server(
         assert resp.status_code == 200, resp.text
         for card in resp.json()["cards"]:
             assert_valid_card(card)
-        audit = client.app.state.cds.repository.predictions()  # type: ignore[attr-defined]
+        audit = audit_rows(client)
         assert set(audit[0].modalities["sources"].values()) == {"fhirServer"}
-        assert "EHR" in audit[0].modalities["used"] or audit[0].abstain_reason
+        assert "EHR" in audit[0].modalities["used"] and audit[0].abstain_reason is None
 
 
 def test_fhir_server_refusing_the_token_is_412(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cds_hooks.db import Repository
-from cds_hooks.security import AuthError, JWKSCache, TokenVerifier
+from cds_hooks.security import AuthError, JWKSCache, TokenClaims, TokenVerifier
 from tests.cds_hooks.jwt_keys import (
     ISSUER,
     SigningKeys,
@@ -43,7 +43,7 @@ def verifier(keys: SigningKeys, tmp_path: Path) -> TokenVerifier:
     )
 
 
-def _verify(verifier: TokenVerifier, header: str | None) -> object:
+def _verify(verifier: TokenVerifier, header: str | None) -> TokenClaims:
     return asyncio.run(verifier.verify(header, [AUD]))
 
 

@@ -13,7 +13,7 @@ from cds_hooks.main import create_app
 from cds_hooks.model_service import ModelService
 from moe_core.modalities import AVAILABILITY_PATTERNS, pattern_name
 from tests.cds_hooks.card_spec import assert_valid_card
-from tests.cds_hooks.conftest import hook_body, make_settings
+from tests.cds_hooks.conftest import audit_rows, hook_body, make_settings
 from tests.conftest import free_port
 
 PV = "/cds-services/patient-view"
@@ -67,9 +67,7 @@ def test_each_availability_pattern(
     cards = resp.json()["cards"]
     for card in cards:
         assert_valid_card(card)
-    audit = client.app.state.cds.repository.predictions(
-        hook_instance=f"hi-{patient['id']}-patient-view"
-    )  # type: ignore[attr-defined]
+    audit = audit_rows(client, f"hi-{patient['id']}-patient-view")
     assert len(audit) == 1
     if cards:
         explanation = cards[0]["extension"]["org.moe-health.explanation"]
@@ -233,7 +231,7 @@ def test_audit_log_survives_a_restart(
     with TestClient(create_app(settings, demo_model)) as c:
         assert c.post(PV, json=body).status_code == 200
     with TestClient(create_app(settings, demo_model)) as c:
-        rows = c.app.state.cds.repository.predictions(hook_instance="restart-check")  # type: ignore[attr-defined]
+        rows = audit_rows(c, "restart-check")
         assert len(rows) == 1 and rows[0].risks and rows[0].latency_ms > 0
         assert len(rows[0].patient_key) == 32
         assert _patient(demo_patients, "E+I")["patientId"] not in rows[0].patient_key
