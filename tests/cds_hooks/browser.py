@@ -58,7 +58,8 @@ class Chromium:
                     targets = json.load(r)
                 pages = [t for t in targets if t.get("type") == "page"]
                 if pages:
-                    return connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+                    ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+                    return ws.__enter__()  # closed in close()
             except OSError:
                 pass
             time.sleep(0.2)

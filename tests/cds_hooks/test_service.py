@@ -281,3 +281,20 @@ def test_jwt_for_another_endpoint_is_401(auth_client: TestClient, keys: Any) -> 
     token = keys.token("http://127.0.0.1:8080/cds-services/patient-view")
     resp = auth_client.get("/cds-services", headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 401 and "aud" in resp.text
+
+
+def test_cors_preflight_allows_only_configured_origins(
+    tmp_path: Any, demo_model: ModelService
+) -> None:
+    s = make_settings(tmp_path, cors_origins=["https://ehr.example.org"])
+    with TestClient(create_app(s, demo_model)) as c:
+        headers = {
+            "Origin": "https://ehr.example.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        }
+        ok = c.options(PV, headers=headers)
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://ehr.example.org"
+        bad = c.options(PV, headers={**headers, "Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in bad.headers
