@@ -1,0 +1,1 @@
+"""Static files of the demo EHR page (HTML, JS, CSS) and its synthetic patients."""

@@ -1,0 +1,1 @@
+"""Checkpoints shipped with the service (see README.md)."""

@@ -1,0 +1,1 @@
+"""The embedded synthetic demo checkpoint (not for clinical use)."""
