@@ -138,3 +138,39 @@ def test_settings_refuse_symmetric_algorithms() -> None:
 
     with pytest.raises(ValidationError, match="symmetric"):
         Settings(jwt_algorithms=["ES384", "HS256"])
+
+
+def test_jwks_from_url_is_cached_until_its_ttl(keys: SigningKeys, tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            hits.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(keys.jwks_path.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{keys.jwks_path.name}"
+        repo = Repository.open(f"sqlite:///{tmp_path / 'url.db'}")
+
+        async def remember(iss: str, jti: str, exp: datetime) -> bool:
+            return repo.remember_jti(iss, jti, exp)
+
+        verifier = TokenVerifier(
+            trusted_issuers={ISSUER: url},
+            algorithms=["ES384"],
+            jwks=JWKSCache(ttl_s=300),
+            remember_jti=remember,
+        )
+        for _ in range(3):
+            assert _verify(verifier, f"Bearer {keys.token(AUD)}").issuer == ISSUER
+        assert len(hits) == 1  # fetched once, then served from the cache
+    finally:
+        server.shutdown()
+        server.server_close()
