@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "all_reduce_mean", "barrier", "init_distributed", "shutdown"]
+__all__ = [
+    "DistContext",
+    "agree_on_all_ranks",
+    "all_reduce_mean",
+    "barrier",
+    "init_distributed",
+    "shutdown",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,15 @@ def all_reduce_mean(value: float, ctx: DistContext) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / ctx.world_size
+
+
+def agree_on_all_ranks(value: str, ctx: DistContext) -> bool:
+    """Whether every rank holds the same ``value`` (e.g. a hash of the model weights)."""
+    if not ctx.distributed:
+        return True
+    gathered: list[object] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return all(g == value for g in gathered)
 
 
 def shutdown(ctx: DistContext) -> None:

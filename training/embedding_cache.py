@@ -42,6 +42,7 @@ __all__ = [
     "encoder_identity",
     "fill_image_cache",
     "fill_text_cache",
+    "folder_identity",
     "state_dict_hash",
     "text_items",
 ]
@@ -65,6 +66,25 @@ def encoder_identity(kind: str, module: nn.Module, **settings: object) -> str:
     h = hashlib.sha256(kind.encode())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(state_dict_hash(module).encode())
+    return h.hexdigest()[:20]
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".txt", ".model")
+
+
+def folder_identity(kind: str, folder: Path, **settings: object) -> str:
+    """Identity of an encoder stored in ``folder``: kind + settings + hash of its files.
+
+    Hashes the weight, config and vocabulary files, so the encoder need not be loaded
+    to find its cache.
+    """
+    h = hashlib.sha256(kind.encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in sorted(p for p in Path(folder).rglob("*") if p.suffix in _WEIGHT_SUFFIXES):
+        h.update(str(path.relative_to(folder)).encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()[:20]
 
 

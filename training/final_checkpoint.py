@@ -40,6 +40,7 @@ def write_final(
     best_epoch: int,
     val: dict[str, float],
     caches: Caches | None,
+    world_size: int = 1,
 ) -> None:
     """Save the trained model into the checkpoint folder ``path`` (``moe_core.checkpoint``)
     and ``train_summary.json`` beside it."""
@@ -48,6 +49,7 @@ def write_final(
     meta: dict[str, Any] = {
         "train_config": cfg.to_dict(),
         "best_epoch": best_epoch,
+        "world_size": world_size,
         "val": _clean(val),
         "text_cache": caches.text.identity if caches and caches.text else None,
         "image_cache": caches.image.identity if caches and caches.image else None,

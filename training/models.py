@@ -10,6 +10,7 @@ Ablations of ``moe``: ``zero-padding`` (no learned missing embeddings),
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import torch
@@ -31,6 +32,7 @@ __all__ = [
     "ModelChoice",
     "build_model",
     "model_config",
+    "seeded_densenet_state",
 ]
 
 ABLATIONS = ("zero-padding", "generic-experts", "uniform-gating", "top-1")
@@ -125,21 +127,31 @@ def model_config(
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _seeded_state() -> dict[str, torch.Tensor]:
+    from torchvision.models import densenet121
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(IMAGE_INIT_SEED)
+        state: dict[str, torch.Tensor] = densenet121(weights=None).features.state_dict()
+        return state
+
+
+def seeded_densenet_state() -> dict[str, torch.Tensor]:
+    """DenseNet-121 ``features`` weights drawn from ``IMAGE_INIT_SEED`` (computed once)."""
+    return _seeded_state()
+
+
 def _reset_random_densenet(model: nn.Module, config: ModelConfig) -> None:
     """Give a randomly initialised image backbone the same weights in every run."""
     if config.image.state_dict_path:
         return
-    from torchvision.models import densenet121
-
     encoders = getattr(model, "encoders", None)
     image = getattr(encoders, "image", None)
     backbone = getattr(image, "backbone", None)
     if backbone is None:
         return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(IMAGE_INIT_SEED)
-        fresh = densenet121(weights=None).features
-    backbone.load_state_dict(fresh.state_dict())
+    backbone.load_state_dict(seeded_densenet_state())
 
 
 def build_model(choice: ModelChoice, config: ModelConfig) -> FusionModel:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from moe_core.encoders.image import ImageEncoder, ImageEncoderConfig
 from moe_core.encoders.text import TextEncoder, TextEncoderConfig, load_tokenizer
@@ -34,8 +33,9 @@ from training.embedding_cache import (
     encoder_identity,
     fill_image_cache,
     fill_text_cache,
+    folder_identity,
 )
-from training.models import IMAGE_INIT_SEED
+from training.models import IMAGE_INIT_SEED, seeded_densenet_state
 from training.splits import SPLIT_NAMES, TRAIN
 
 __all__ = [
@@ -63,14 +63,16 @@ def image_embedder(weights: str | None) -> ImageEncoder:
     """The frozen DenseNet-121 used to fill caches: local weights, else the shared seed."""
     if weights:
         return ImageEncoder(ImageEncoderConfig(state_dict_path=weights, freeze=True), d_h=8)
-    from torchvision.models import densenet121
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(IMAGE_INIT_SEED)
-        fresh = densenet121(weights=None).features
     enc = ImageEncoder(ImageEncoderConfig(freeze=True), d_h=8)
-    enc.backbone.load_state_dict(fresh.state_dict())
+    enc.backbone.load_state_dict(seeded_densenet_state())
     return enc
+
+
+def _text_width(folder: Path) -> int:
+    from transformers import AutoConfig
+
+    hf = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    return int(hf.hidden_size)
 
 
 @dataclass(slots=True)
@@ -156,21 +158,23 @@ def prepare_caches(
     text_cache = image_cache = None
     text_dim = TEXT_DIM_UNUSED
     if scan.text_items:
-        enc = text_embedder(text_path).to(ctx.device)
-        text_dim = enc.input_dim
-        ident = encoder_identity(
-            "text", enc.backbone or enc, pooling=enc.config.pooling, max_tokens=max_tokens
-        )
+        from moe_core.encoders.text import default_text_encoder_path
+
+        folder = Path(text_path) if text_path else default_text_encoder_path()
+        pooling = TextEncoderConfig().pooling
+        ident = folder_identity("text", folder, pooling=pooling, max_tokens=max_tokens)
         text_cache = EmbeddingCache(
-            cohort, Modality.TEXT, ident,
-            encoder=str(enc.config.resolved_path()), max_tokens=max_tokens,
-        )  # fmt: skip
-        if ctx.is_main:
+            cohort, Modality.TEXT, ident, encoder=str(folder), max_tokens=max_tokens
+        )
+        missing = {k: t for k, t in scan.text_items.items() if k not in text_cache}
+        if ctx.is_main and missing:
+            enc = text_embedder(text_path).to(ctx.device)
             fill_text_cache(
-                text_cache, scan.text_items, enc.embed, load_tokenizer(text_path),
+                text_cache, missing, enc.embed, load_tokenizer(text_path),
                 max_tokens=max_tokens, device=ctx.device, progress=progress,
             )  # fmt: skip
-        del enc
+            del enc
+        text_dim = _text_width(folder)
     if scan.image_items:
         img = (image_encoder or image_embedder(image_weights)).to(ctx.device)
         ident = encoder_identity("image", img.backbone)

@@ -37,7 +37,7 @@ from moe_core.losses import total_loss
 from moe_core.modalities import TASKS
 from moe_core.model import MoEHealth, expert_pretraining_loss
 from training.data import FeaturizedSplit, RecordSplit, label_rates
-from training.ddp import DistContext, barrier, init_distributed, shutdown
+from training.ddp import DistContext, agree_on_all_ranks, barrier, init_distributed, shutdown
 from training.final_checkpoint import write_final
 from training.metrics import auprc, auroc
 from training.models import ModelChoice, build_model, model_config
@@ -362,10 +362,14 @@ def train_model(
     barrier(ctx)
     if best_file.is_file():
         model.load_state_dict(torch.load(best_file, map_location=ctx.device))
+    from training.embedding_cache import state_dict_hash
+
+    if not agree_on_all_ranks(state_dict_hash(model), ctx):
+        raise RuntimeError("DDP ranks ended training with different weights")
     final = out / FINAL_CHECKPOINT
     if ctx.is_main:
         write_final(final, model, data.spec, data.stats, cfg=cfg, best_epoch=best_epoch + 1,
-                    val=per_task, caches=data.caches)  # fmt: skip
+                    val=per_task, caches=data.caches, world_size=ctx.world_size)  # fmt: skip
     log.close()
     result = TrainResult(final, best_epoch + 1, best, epochs, per_task,
                          time.perf_counter() - started)  # fmt: skip

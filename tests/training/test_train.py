@@ -1,0 +1,119 @@
+"""Training: embedding caches, train-only NormStats, expert pre-training, early stopping,
+resume, checkpoints, baselines and ablations."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from moe_core.checkpoint import load_checkpoint
+from moe_core.feature_catalog import DEFAULT_SPEC
+from moe_core.modalities import Modality
+from moe_core.records import Demographics, Event, PatientRecord
+from tests.training.conftest import TINY
+from training.data import fit_norm_stats
+from training.embedding_cache import EmbeddingCache, encoder_identity
+from training.models import ModelChoice
+from training.train import TrainConfig, run_training
+
+
+def _record(pid: str, hr: float, age: float, hours: float) -> PatientRecord:
+    t0 = datetime(2150, 1, 1, tzinfo=UTC)
+    return PatientRecord(
+        pid, pid + "-e", t0, t0 + timedelta(hours=48), static=Demographics(age=age),
+        events=[Event(t0 + timedelta(hours=hours), "heart_rate", hr)],
+    )  # fmt: skip
+
+
+def test_norm_stats_use_only_in_window_values() -> None:
+    recs = [_record("a", 80.0, 50.0, 1.0), _record("b", 100.0, 70.0, 2.0),
+            _record("c", 1000.0, 60.0, 60.0)]  # fmt: skip  # c's value is after prediction
+    stats = fit_norm_stats(DEFAULT_SPEC, recs)
+    col = DEFAULT_SPEC.index()["heart_rate"]
+    assert stats.mean[col] == pytest.approx(90.0)
+    assert stats.std[col] == pytest.approx(10.0)
+    assert stats.age_mean == pytest.approx(60.0)
+    untouched = DEFAULT_SPEC.index()["sodium"]
+    assert (stats.mean[untouched], stats.std[untouched]) == (0.0, 1.0)
+
+
+def test_cache_identity_changes_with_encoder_weights(tmp_path: Path) -> None:
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    assert encoder_identity("image", a) != encoder_identity("image", b)
+    assert encoder_identity("text", a, max_tokens=64) != encoder_identity("text", a, max_tokens=128)
+    cache = EmbeddingCache(tmp_path, Modality.TEXT, encoder_identity("text", a))
+    cache.add(["k1", "k2"], torch.ones(2, 4).numpy())
+    reopened = EmbeddingCache(tmp_path, Modality.TEXT, encoder_identity("text", a))
+    assert set(reopened) == {"k1", "k2"} and reopened.dim == 4
+    other = EmbeddingCache(tmp_path, Modality.TEXT, encoder_identity("text", b))
+    assert len(other) == 0
+
+
+def test_ablation_needs_moe() -> None:
+    with pytest.raises(ValueError, match="moe only"):
+        ModelChoice("medfuse", "top-1")
+    with pytest.raises(ValueError, match="unknown model"):
+        ModelChoice("transformer")
+
+
+@pytest.fixture(scope="module")
+def moe_run(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    run_training(synth_cohort, out, TrainConfig(epochs=3, pretrain_epochs=1, seed=3, **TINY))
+    return out
+
+
+def test_training_writes_checkpoint_metrics_and_caches(moe_run: Path, synth_cohort: Path) -> None:
+    loaded = load_checkpoint(moe_run / "model", spec=DEFAULT_SPEC, load_text_backbone=False)
+    assert loaded.meta["kind"] == "moe"
+    rows = list(csv.DictReader((moe_run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    summary = json.loads((moe_run / "train_summary.json").read_text())
+    assert summary["best_epoch"] in (1, 2, 3)
+    caches = sorted(p.name.split("-")[0] for p in (synth_cohort / "embeddings").iterdir())
+    assert caches == ["image", "text"]
+    # NormStats in the checkpoint come from the training split only
+    train_only = fit_norm_stats(DEFAULT_SPEC, _split_records(synth_cohort, "train"))
+    assert loaded.stats == train_only
+
+
+def _split_records(cohort: Path, split: str) -> list[PatientRecord]:
+    from training.cohort_store import read_records
+
+    return list(read_records(cohort, split))
+
+
+def test_same_seed_gives_same_weights(moe_run: Path, synth_cohort: Path, tmp_path: Path) -> None:
+    run_training(synth_cohort, tmp_path, TrainConfig(epochs=3, pretrain_epochs=1, seed=3, **TINY))
+    a = (moe_run / "model" / "model.safetensors").read_bytes()
+    b = (tmp_path / "model" / "model.safetensors").read_bytes()
+    assert a == b
+
+
+def test_resume_continues_from_last_epoch(
+    synth_cohort: Path, moe_run: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(moe_run, tmp_path / "run")
+    cfg = TrainConfig(epochs=5, pretrain_epochs=1, seed=3, resume=True, patience=10, **TINY)
+    run_training(synth_cohort, tmp_path / "run", cfg)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(("model", "ablation"), [
+    ("medfuse", None), ("late", None), ("unimodal-ehr", None), ("moe", "generic-experts"),
+])  # fmt: skip
+def test_baselines_and_ablations_train(
+    synth_cohort: Path, tmp_path: Path, model: str, ablation: str | None
+) -> None:
+    cfg = TrainConfig(model=model, ablation=ablation, epochs=1, tasks=("mortality",), **TINY)
+    result = run_training(synth_cohort, tmp_path, cfg)
+    loaded = load_checkpoint(result.checkpoint, spec=DEFAULT_SPEC, load_text_backbone=False)
+    assert loaded.model.tasks == ("mortality",)
