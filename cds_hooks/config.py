@@ -12,7 +12,14 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from moe_core.modalities import TASKS
@@ -68,7 +75,11 @@ class Settings(BaseSettings):
     """Everything the CDS Hooks service can be told, with safe embedded defaults."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
     )
 
     # --- model -----------------------------------------------------------------------
@@ -133,7 +144,10 @@ class Settings(BaseSettings):
     # --- persistence -----------------------------------------------------------------
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: a SQLite file in data_dir."
+        default=None,
+        validation_alias=AliasChoices("database_url", f"{ENV_PREFIX}DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy URL (MOE_HEALTH_DATABASE_URL or DATABASE_URL); default: a "
+        "SQLite file in data_dir.",
     )
 
     # --- limits ----------------------------------------------------------------------
