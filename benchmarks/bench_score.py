@@ -222,10 +222,11 @@ def stage_fhiry(export: Path, n_lines: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         n = 0
         for f in files:  # the same type mix as the export, scaled to n_lines
+            quota = max(1, n_lines * _file_lines(f) // total)
             with open(Path(tmp) / f.name.removesuffix(".gz"), "wb") as dst:
                 share = 0
                 for line in _lines(f):
-                    if share >= max(1, n_lines * _file_lines(f) // total):
+                    if share >= quota:
                         break
                     dst.write(line)
                     share += 1
@@ -278,6 +279,7 @@ def main() -> None:
     parser.add_argument("--fhiry-lines", type=int, default=5_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--report", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.stage is not None:
@@ -294,6 +296,11 @@ def main() -> None:
             out = stage_fhiry(export, args.fhiry_lines)
         out["peak_mib"] = _peak_mib()
         print(json.dumps(out))
+        return
+
+    if args.report is not None:  # figures saved by earlier --stage runs, one JSON per file
+        names = ("orjson", "featurise1", "featuriseN", "model", "e2e", "fhiry")
+        _report(*(json.loads((args.report / f"{n}.json").read_text()) for n in names))
         return
 
     from training.score.scorer import default_checkpoint
