@@ -90,6 +90,7 @@ def test_run_is_recorded_in_the_database(
     assert job.status == "succeeded"
     assert job.model_version == result.model_version == "tiny-0"
     assert job.n_records == result.counts.encounters_scored
+    assert job.n_abstained == result.counts.abstained > 0
     assert job.details["counts"]["failures"] == result.counts.failures > 0
     assert job.finished_at is not None
 

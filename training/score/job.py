@@ -184,7 +184,12 @@ def run_score(opts: ScoreOptions, scorer: ModelScorer | None = None) -> ScoreRes
             opts.job_id,
             status="succeeded",
             n_records=counts.encounters_scored,
-            details={**_details(counts), "written_back": write_back.written if write_back else 0},
+            n_abstained=counts.abstained,
+            details={
+                **_details(counts),
+                "written_back": write_back.written if write_back else 0,
+                "errors_file": str(opts.out / keys.ERRORS_FILE),
+            },
         )
     return ScoreResult(
         opts.job_id,

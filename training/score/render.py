@@ -71,6 +71,7 @@ class OutputRenderer:
         for row in scored:
             chunk.rows.extend(table_rows(row, self.info))
             if row.abstain_reason:
+                chunk.counts.abstained += 1
                 chunk.errors.append(
                     Failure(
                         keys.REASON_ABSTAINED,

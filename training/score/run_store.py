@@ -53,6 +53,7 @@ class RunCounts:
     patients_scored: int = 0  # patients with at least one scored encounter
     patients_failed: int = 0  # patients with nothing scored (reason in the error file)
     encounters_scored: int = 0
+    abstained: int = 0  # admissions the model abstained on (no modality in the window)
     risk_assessments: int = 0
     resources: int = 0  # resources read
     bad_resources: int = 0  # unparsable lines and unusable resources
