@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from moe_core.checkpoint import load_checkpoint
+from moe_core.encoders.text import TextEncoderConfig, default_text_encoder_path
 from moe_core.feature_catalog import DEFAULT_SPEC
 from moe_core.modalities import Modality
 from moe_core.records import Demographics, Event, PatientRecord
 from tests.training.conftest import TINY
 from training.data import fit_norm_stats
-from training.embedding_cache import EmbeddingCache, encoder_identity
+from training.embedding_cache import EmbeddingCache, encoder_identity, folder_identity
 from training.models import ModelChoice
 from training.train import TrainConfig, run_training
 
@@ -77,8 +78,15 @@ def test_training_writes_checkpoint_metrics_and_caches(moe_run: Path, synth_coho
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     summary = json.loads((moe_run / "train_summary.json").read_text())
     assert summary["best_epoch"] in (1, 2, 3)
-    caches = sorted(p.name.split("-")[0] for p in (synth_cohort / "embeddings").iterdir())
-    assert caches == ["image", "text"]
+    # the cohort is shared with other tests (other token limits, other caches): look for
+    # the caches of this run's encoders by their identity
+    names = {p.name for p in (synth_cohort / "embeddings").iterdir()}
+    text_ident = folder_identity(
+        "text", default_text_encoder_path(), pooling=TextEncoderConfig().pooling,
+        max_tokens=TINY["max_tokens"],
+    )  # fmt: skip
+    assert f"text-{text_ident}" in names
+    assert {n.split("-")[0] for n in names} == {"image", "text"}
     # NormStats in the checkpoint come from the training split only
     train_only = fit_norm_stats(DEFAULT_SPEC, _split_records(synth_cohort, "train"))
     assert loaded.stats == train_only
