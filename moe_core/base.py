@@ -62,7 +62,8 @@ class FusionModel(nn.Module):
         """Replace abstained rows by the prior and package the output."""
         b = logits.shape[0]
         abstain = ~present.any(dim=1)  # (B,)
-        prior = self.prior_logit.to(logits.dtype).unsqueeze(0).expand_as(logits)
+        logits = logits.float()  # under bf16 autocast the prior must stay exact
+        prior = self.prior_logit.float().unsqueeze(0).expand_as(logits)
         logits = torch.where(abstain.unsqueeze(1), prior, logits)
         empty_f = logits.new_zeros(b, 0, dtype=torch.float32)
         live = (~abstain).unsqueeze(1)
@@ -76,7 +77,11 @@ class FusionModel(nn.Module):
             logits=logits,
             probs=torch.sigmoid(logits.float()),
             gate_probs=zero_abstained(gate_probs),
-            topk_idx=(topk_idx if topk_idx is not None else empty_f.long()),
+            topk_idx=(
+                torch.where(live, topk_idx, torch.full_like(topk_idx, -1))
+                if topk_idx is not None
+                else empty_f.long()
+            ),
             topk_weights=zero_abstained(topk_weights),
             expert_weights=zero_abstained(expert_weights),
             balance_loss=(

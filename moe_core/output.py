@@ -14,7 +14,8 @@ class ModelOutput:
     """One forward pass. E = experts, k = routed experts per sample, N = tasks.
 
     ``abstain`` rows had no modality at all: their logits are the model's prior
-    (``prior_logit``, the training base rate when set) and their gate fields are zero;
+    (``prior_logit``, the training base rate when set), their gate fields are zero and
+    their ``topk_idx`` is -1;
     they carry no information about the patient and are excluded from losses.
     Baselines without gating return (B, 0) gate tensors and a zero balance loss.
     """
@@ -22,7 +23,7 @@ class ModelOutput:
     logits: torch.Tensor  # (B, N)
     probs: torch.Tensor  # (B, N) float32, sigmoid(logits)
     gate_probs: torch.Tensor  # (B, E) softmax of the gate (zeros for abstained rows)
-    topk_idx: torch.Tensor  # (B, k) long, experts used per sample
+    topk_idx: torch.Tensor  # (B, k) long, experts used per sample (-1 for abstained rows)
     topk_weights: torch.Tensor  # (B, k) renormalised weights of those experts
     expert_weights: torch.Tensor  # (B, E) dense routing weights; unselected experts = 0
     balance_loss: torch.Tensor  # () alpha * CV(f ⊙ p), eq. 16

@@ -45,8 +45,12 @@ def test_all_missing_sample_abstains_with_prior() -> None:
     assert out.probs[0].tolist() == pytest.approx([0.1, 0.3, 0.2], abs=1e-6)
     assert out.gate_probs[0].abs().sum() == 0 and out.expert_weights[0].abs().sum() == 0
     # abstained rows carry no loss: the loss equals the loss of the other row alone
-    full, _ = total_loss(out, make_batch([(False, False, False), (True, True, True)]), [0, 1, 2])
-    assert torch.isfinite(full)
+    assert out.topk_idx[0].tolist() == [-1] * out.topk_idx.shape[1]
+    batch = make_batch([(False, False, False), (True, True, True)])
+    full, _ = total_loss(out, batch, [0, 1, 2])
+    alone_batch = batch.select(torch.tensor([1]))
+    alone, _ = total_loss(model(alone_batch), alone_batch, [0, 1, 2])
+    assert full.item() == pytest.approx(alone.item(), rel=1e-5)
 
 
 def test_gradients_reach_missing_embeddings_only_from_absent_samples() -> None:
