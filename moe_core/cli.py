@@ -28,8 +28,11 @@ def model_card(
         help="Card title; default: the training metadata's 'name', else the model kind.",
     ),
 ) -> None:
-    """Render a Markdown model card from a checkpoint: architecture, experts, encoders,
-    training data and metrics recorded at save time, intended use and limitations."""
+    """Render a Markdown model card from a checkpoint (architecture, experts, encoders,
+    training data and metrics recorded at save time, intended use, limitations).
+
+    The card is printed, or written to --out.
+    """
     from moe_core.checkpoint import CheckpointError, read_checkpoint_meta
     from moe_core.model_card import render_model_card
 

@@ -99,6 +99,9 @@ class TextEncoder(nn.Module):
         self.config = config
         if backbone is None and config.load_backbone:
             from transformers import AutoModel
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # quiet service logs
 
             backbone = AutoModel.from_pretrained(str(config.resolved_path()), local_files_only=True)
         self.backbone = backbone

@@ -241,3 +241,16 @@ def test_task_order_of_labels(spec: FeatureSpec, stats: NormStats) -> None:
     assert batch.labels is not None and batch.label_mask is not None
     assert batch.labels[0, Task.MORTALITY] == 1.0
     assert batch.label_mask[0].tolist() == [True, False, True]
+
+
+def test_default_spec_vocabularies_cover_every_static_column() -> None:
+    from moe_core.feature_catalog import DEFAULT_SPEC
+
+    assert set(STATIC_CATEGORICAL) <= set(DEFAULT_SPEC.static_categories)
+    rec = make_record("a")
+    code = DEFAULT_SPEC.codes[0]
+    rec.events = [Event(T0 + HOUR, code, 1.0)]
+    batch = RecordFeaturizer(DEFAULT_SPEC, NormStats.identity(DEFAULT_SPEC))([rec])
+    assert batch.ehr_values.shape == (1, WINDOW_HOURS, DEFAULT_SPEC.n_features)
+    assert batch.ehr_mask[0, 1, 0] == 1.0
+    assert (batch.ehr_static_cat[0] > 0).tolist() == [True, True, False, True]
