@@ -143,6 +143,24 @@ def save_checkpoint(
     return out
 
 
+def _verify_weights(path: str | Path, weights_path: Path, meta: dict[str, Any]) -> None:
+    """Refuse weights that are not the ones saved with this config (a partial copy, a
+    file swapped by hand): the recorded SHA-256 must match."""
+    expected = meta.get("weights_sha256")
+    if not expected:
+        return  # written before checksums were recorded
+    h = hashlib.sha256()
+    with weights_path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != expected:
+        raise CheckpointError(
+            f"{path}: {WEIGHTS_FILE} does not match the checksum recorded in {CONFIG_FILE} "
+            f"(expected {str(expected)[:12]}…, found {h.hexdigest()[:12]}…); the folder was "
+            "modified or copied incompletely"
+        )
+
+
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint folder."""
     cfg = Path(path) / CONFIG_FILE
@@ -192,6 +210,7 @@ def load_checkpoint(
     weights_path = Path(path) / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointError(f"{path}: {WEIGHTS_FILE} missing")
+    _verify_weights(path, weights_path, meta)
     state = load_file(str(weights_path))
     result = model.load_state_dict(state, strict=False)
     skip = tuple(meta.get("excluded_prefixes", []))
@@ -203,4 +222,9 @@ def load_checkpoint(
         )
     model.to(torch.device(device)).eval()
     stats = NormStats.from_dict(meta["norm_stats"])
+    if stats.spec_version != spec_version:
+        raise SpecMismatchError(
+            f"checkpoint {path}: its normalisation statistics belong to feature spec "
+            f"{stats.spec_version!r}, its model to {spec_version!r}; the folder is inconsistent"
+        )
     return LoadedCheckpoint(model, stats, spec_version, meta, dict(meta.get("metrics", {})))

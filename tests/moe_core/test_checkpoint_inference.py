@@ -35,12 +35,16 @@ def _config(spec: FeatureSpec, text_dir: Path, **moe: object) -> ModelConfig:
     return replace(base, ehr=ehr)
 
 
-@pytest.mark.parametrize("kind", ["moe", "medfuse", "late"])
+@pytest.mark.parametrize(
+    ("kind", "top_k"),
+    [("moe", 1), ("moe", 2), ("medfuse", 2), ("early", 2), ("joint", 2), ("late", 2),
+     ("unimodal-ehr", 2), ("unimodal-text", 2), ("unimodal-image", 2)],
+)  # fmt: skip
 def test_save_load_round_trip_reproduces_outputs_exactly(
-    tmp_path: Path, tiny_bert_dir: Path, kind: str
+    tmp_path: Path, tiny_bert_dir: Path, kind: str, top_k: int
 ) -> None:
     torch.manual_seed(0)
-    cfg = tiny_config(text_dir=tiny_bert_dir, top_k=1)
+    cfg = tiny_config(text_dir=tiny_bert_dir, top_k=top_k)
     model = build_model(kind, cfg).eval()
     model.set_prior([0.2, 0.3, 0.4])
     stats = NormStats("v-test", (0.0,) * 3, (1.0,) * 3)
@@ -52,8 +56,40 @@ def test_save_load_round_trip_reproduces_outputs_exactly(
         batch = make_batch(cached=cached)
         a, b = model(batch), loaded.model(batch)
         assert torch.equal(a.logits, b.logits) and torch.equal(a.gate_probs, b.gate_probs)
+        assert torch.equal(a.topk_idx, b.topk_idx)
+        assert torch.equal(a.expert_weights, b.expert_weights)
+        assert torch.equal(a.balance_loss, b.balance_loss)
     assert loaded.stats == stats and loaded.metrics == {"auroc": 0.7}
-    assert loaded.model.config.moe.top_k == 1 and loaded.model.kind == model.kind
+    assert loaded.model.config.moe.top_k == top_k and loaded.model.kind == model.kind
+
+
+def test_modified_weights_file_is_refused(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    model = build_model("moe", tiny_config(text_dir=tiny_bert_dir))
+    stats = NormStats("v-test", (0.0,) * 3, (1.0,) * 3)
+    save_checkpoint(tmp_path, model, spec_version="v-test", stats=stats)
+    load_checkpoint(tmp_path)  # intact: loads
+    other = build_model("moe", tiny_config(text_dir=tiny_bert_dir))
+    from safetensors.torch import save_file
+
+    state = {
+        k: v.contiguous()
+        for k, v in other.state_dict().items()
+        if not k.startswith("encoders.text.backbone.")
+    }
+    save_file(state, str(tmp_path / WEIGHTS_FILE))
+    with pytest.raises(CheckpointError, match="does not match the checksum"):
+        load_checkpoint(tmp_path)
+
+
+def test_stats_of_another_spec_are_refused(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    model = build_model("moe", tiny_config(text_dir=tiny_bert_dir))
+    save_checkpoint(tmp_path, model, spec_version="v-test",
+                    stats=NormStats("v-test", (0.0,) * 3, (1.0,) * 3))  # fmt: skip
+    meta = json.loads((tmp_path / CONFIG_FILE).read_text())
+    meta["norm_stats"]["spec_version"] = "v-old"
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(SpecMismatchError, match="'v-old'"):
+        load_checkpoint(tmp_path)
 
 
 def test_checkpoint_records_what_serving_needs(tmp_path: Path, tiny_bert_dir: Path) -> None:

@@ -226,3 +226,24 @@ def test_config_round_trips_through_dict() -> None:
     cfg = tiny_config(top_k=1, combinations=((True, False, False), (True, True, False)))
     again = ModelConfig.from_dict(cfg.to_dict())
     assert again == cfg
+
+
+@pytest.mark.parametrize("kind", ["moe", "medfuse", "early", "joint", "late", "unimodal-ehr"])
+def test_bf16_autocast_forward_matches_float32(kind: str) -> None:
+    """The GPU path runs under bf16 autocast; the same code runs under CPU autocast here:
+    finite outputs close to float32, the abstained row's prior exact."""
+    from moe_core.baselines import build_model
+
+    torch.manual_seed(0)
+    model = build_model(kind, tiny_config()).eval()
+    model.set_prior([0.1, 0.3, 0.2])
+    batch = make_batch()
+    with torch.no_grad():
+        ref = model(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(batch)
+    assert low.probs.dtype == torch.float32 and torch.isfinite(low.probs).all()
+    assert (low.probs - ref.probs).abs().max() < 0.05
+    abstained = low.abstain.nonzero().flatten().tolist()
+    assert abstained
+    assert low.probs[abstained[0]].tolist() == pytest.approx([0.1, 0.3, 0.2], abs=1e-6)
