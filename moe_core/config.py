@@ -145,6 +145,7 @@ class ModelConfig:
             moe["combinations"] = tuple(tuple(c) for c in moe["combinations"])
         ehr = dict(d["ehr"])
         ehr["cat_cardinalities"] = tuple(ehr["cat_cardinalities"])
+        ehr.setdefault("sequence_input", "values")  # checkpoints from before the option
         rest = {k: v for k, v in d.items() if k not in {"ehr", "text", "image", "moe"}}
         if "tasks" in rest:
             rest["tasks"] = tuple(rest["tasks"])

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["EHREncoder", "EHREncoderConfig"]
+__all__ = ["SEQUENCE_INPUTS", "EHREncoder", "EHREncoderConfig", "carry_forward"]
+
+# channels per feature the LSTM reads, by ``EHREncoderConfig.sequence_input``
+SEQUENCE_INPUTS = {"values": 2, "carried": 4}
 
 
 @dataclass(slots=True)
@@ -21,6 +24,10 @@ class EHREncoderConfig:
     lstm_hidden: int = 128  # per direction
     lstm_layers: int = 1
     dropout: float = 0.1
+    # What the BiLSTM sees each hour: "values" = (value, observed-mask); "carried" adds
+    # the last observed value carried forward and the hours since it was observed (the
+    # mask still says which hours were measured, so nothing is silently imputed).
+    sequence_input: str = "carried"
 
     def __post_init__(self) -> None:
         self.cat_cardinalities = tuple(int(c) for c in self.cat_cardinalities)
@@ -41,15 +48,43 @@ class EHREncoderConfig:
             raise ValueError(
                 f"EHREncoderConfig: cardinalities must be >= 1, got {self.cat_cardinalities}"
             )
+        if self.sequence_input not in SEQUENCE_INPUTS:
+            raise ValueError(
+                f"EHREncoderConfig: sequence_input must be one of {sorted(SEQUENCE_INPUTS)}, "
+                f"got {self.sequence_input!r}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"EHREncoderConfig: dropout must be in [0, 1), got {self.dropout}")
 
 
+def carry_forward(
+    values: torch.Tensor,  # (B, T, F), 0 where unobserved
+    mask: torch.Tensor,  # (B, T, F), 1 = observed
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(last observed value carried forward, hours since that observation / T).
+
+    Before a feature's first observation the carried value is 0 (the normalised
+    training mean) and the elapsed time is 1 (as old as the window). Vectorised: the
+    index of the last observed hour is a running maximum over time.
+    """
+    t = values.shape[1]
+    hours = torch.arange(t, device=values.device).view(1, t, 1).expand_as(values)
+    observed = mask > 0
+    last = torch.where(observed, hours, torch.full_like(hours, -1)).cummax(dim=1).values
+    seen = last >= 0
+    carried = values.gather(1, last.clamp(min=0)) * seen
+    elapsed = torch.where(seen, (hours - last).to(values.dtype) / t, torch.ones_like(values))
+    return carried, elapsed
+
+
 class EHREncoder(nn.Module):
-    """``Linear(Concat(StaticEmb, BiLSTM(concat(values, mask))))`` -> d_h.
+    """``Linear(Concat(StaticEmb, BiLSTM(hourly inputs)))`` -> d_h.
 
     The LSTM sees the observed-mask beside the values, so a 0 that was measured differs
-    from a 0 that was not. Its summary is the final hidden state of both directions.
+    from a 0 that was not; with ``sequence_input="carried"`` (default) it also sees each
+    feature's last observed value and how many hours old it is, as the MIMIC-III
+    benchmark and GRU-D inputs do, which sparse, irregular lab series need. Its summary
+    is the final hidden state of both directions.
     """
 
     def __init__(self, config: EHREncoderConfig, d_h: int) -> None:
@@ -59,7 +94,7 @@ class EHREncoder(nn.Module):
             nn.Embedding(c, config.cat_dim) for c in config.cat_cardinalities
         )
         self.lstm = nn.LSTM(
-            input_size=2 * config.n_features,
+            input_size=SEQUENCE_INPUTS[config.sequence_input] * config.n_features,
             hidden_size=config.lstm_hidden,
             num_layers=config.lstm_layers,
             batch_first=True,
@@ -90,7 +125,10 @@ class EHREncoder(nn.Module):
             )
         cats = [emb(static_cat[:, j]) for j, emb in enumerate(self.cat_embs)]  # C x (B, cat_dim)
         static = torch.cat([static_num, static_num_mask, *cats], dim=-1)  # (B, static_dim)
-        seq = torch.cat([values, mask], dim=-1)  # (B, T, 2F)
+        parts = [values, mask]
+        if self.config.sequence_input == "carried":
+            parts.extend(carry_forward(values, mask))
+        seq = torch.cat(parts, dim=-1)  # (B, T, channels * F)
         _, (h_n, _) = self.lstm(seq)  # h_n: (layers * 2, B, H)
         summary = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # (B, 2H) last layer, both directions
         out: torch.Tensor = self.proj(self.dropout(torch.cat([static, summary], dim=-1)))

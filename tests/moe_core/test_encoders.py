@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.models import densenet121
 
-from moe_core.encoders.ehr import EHREncoder, EHREncoderConfig
+from moe_core.encoders.ehr import EHREncoder, EHREncoderConfig, carry_forward
 from moe_core.encoders.image import (
     DENSENET_FEATURES,
     ImageEncoder,
@@ -43,6 +43,28 @@ def test_ehr_encoder_sees_the_mask() -> None:
     measured_zero = enc(*args, vals, torch.ones_like(vals))
     unobserved = enc(*args, vals, torch.zeros_like(vals))
     assert not torch.allclose(measured_zero, unobserved)
+
+
+def test_carry_forward_by_hand() -> None:
+    # one feature over 5 hours: observed 2.0 at hour 1 and 3.0 at hour 3
+    values = torch.tensor([0.0, 2.0, 0.0, 3.0, 0.0]).view(1, 5, 1)
+    mask = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0]).view(1, 5, 1)
+    carried, elapsed = carry_forward(values, mask)
+    assert carried.flatten().tolist() == [0.0, 2.0, 2.0, 3.0, 3.0]
+    assert elapsed.flatten().tolist() == pytest.approx([1.0, 0.0, 0.2, 0.0, 0.2])
+
+
+@pytest.mark.parametrize("sequence_input", ["values", "carried"])
+def test_ehr_encoder_sequence_inputs(sequence_input: str) -> None:
+    cfg = EHREncoderConfig(3, (3,), cat_dim=2, lstm_hidden=4, sequence_input=sequence_input)
+    enc = EHREncoder(cfg, d_h=D_H)
+    assert enc.lstm.input_size == (2 if sequence_input == "values" else 4) * 3
+    mask = (torch.rand(2, WINDOW_HOURS, 3) < 0.2).float()
+    out = enc(torch.zeros(2, 1), torch.ones(2, 1), torch.zeros(2, 1, dtype=torch.long),
+              torch.randn(2, WINDOW_HOURS, 3) * mask, mask)  # fmt: skip
+    assert out.shape == (2, D_H)
+    with pytest.raises(ValueError, match="sequence_input"):
+        EHREncoderConfig(3, (3,), sequence_input="mean")
 
 
 def test_ehr_encoder_rejects_wrong_feature_count() -> None:

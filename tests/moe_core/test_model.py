@@ -228,6 +228,13 @@ def test_config_round_trips_through_dict() -> None:
     assert again == cfg
 
 
+def test_config_from_before_sequence_input_reads_values_only() -> None:
+    d = tiny_config().to_dict()
+    assert d["ehr"]["sequence_input"] == "carried"  # the default for new models
+    del d["ehr"]["sequence_input"]
+    assert ModelConfig.from_dict(d).ehr.sequence_input == "values"
+
+
 @pytest.mark.parametrize("kind", ["moe", "medfuse", "early", "joint", "late", "unimodal-ehr"])
 def test_bf16_autocast_forward_matches_float32(kind: str) -> None:
     """The GPU path runs under bf16 autocast; the same code runs under CPU autocast here:
