@@ -9,7 +9,11 @@ Works over a ``FhirClient`` (so it shares its auth: a bearer token or
 * polling: 202 means "in progress": wait ``Retry-After`` when the server sends it, else
   an exponential backoff from ``min_poll`` to ``max_poll`` seconds, until ``timeout``;
   200 carries the manifest; an error status raises ``BulkJobError``;
-* download: each manifest output file is streamed to ``<Type>.<n>.ndjson`` (gzip
+* download: the access token goes with a file request only when the manifest says
+  ``requiresAccessToken: true`` AND the file is on the FHIR server's own origin (scheme,
+  host, port) -- the Bulk Data spec; files on another host (a pre-signed object-store
+  URL) must not receive the server's bearer token;
+* each manifest output file is streamed to ``<Type>.<n>.ndjson`` (gzip
   Content-Encoding is decoded by httpx; a body that is itself gzip, e.g. a ``.gz``
   file, is kept compressed as ``.ndjson.gz``), never held in memory;
   ``fhir_adapters.ndjson`` reads the folder.
@@ -36,9 +40,10 @@ from fhir_adapters.client import (
     FhirTransportError,
     json_body,
     retry_after_seconds,
+    retryable_status,
 )
 
-__all__ = ["BulkDataClient", "ExportLevel", "Manifest", "ManifestFile"]
+__all__ = ["BulkDataClient", "ExportLevel", "Manifest", "ManifestFile", "same_origin"]
 
 ExportLevel = Literal["system", "patient", "group"]
 _CHUNK = 1 << 20
@@ -82,6 +87,12 @@ class Manifest:
             output=files("output"),
             error=files("error"),
         )
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Whether ``url`` is on the server of ``base_url`` (scheme, host and port agree)."""
+    a, b = httpx.URL(url), httpx.URL(base_url)
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
 def _since(value: datetime | str) -> str:
@@ -179,19 +190,26 @@ class BulkDataClient:
             n = seen.get(f.type, 0)
             seen[f.type] = n + 1
             stem = out_dir / f"{f.type or 'Resource'}.{n:03d}.ndjson"
-            written.append(self._stream_to(f.url, stem))
+            url = self.client.url(f.url)
+            written.append(self._stream_to(url, stem, self.sends_token(manifest, url)))
         return written
 
-    def _stream_to(self, url: str, stem: Path) -> Path:
+    def sends_token(self, manifest: Manifest, url: str) -> bool:
+        """Whether the download of ``url`` carries the client's credentials (module doc)."""
+        return manifest.requires_access_token and same_origin(url, self.client.base_url)
+
+    def _stream_to(self, url: str, stem: Path, with_token: bool) -> Path:
         """Stream ``url`` to ``stem`` (``.gz`` added when the body itself is gzip)."""
         retry = self.client.retry
+        # ``auth=None`` drops the client's auth for this request; the default keeps it.
+        auth: dict[str, Any] = {} if with_token else {"auth": None}
         for attempt in range(retry.retries + 1):
             try:
                 with self.client.http.stream(
-                    "GET", url, headers={"Accept": "application/fhir+ndjson"}
+                    "GET", url, headers={"Accept": "application/fhir+ndjson"}, **auth
                 ) as response:
                     if response.status_code >= 400:
-                        if response.status_code in (429, 500, 502, 503, 504) and (
+                        if retryable_status("GET", response.status_code) and (
                             attempt < retry.retries
                         ):
                             self._sleep(retry.delay(attempt, response))

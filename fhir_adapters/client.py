@@ -3,7 +3,12 @@
 Read, search with paging (``link[relation=next]``, bounded by ``max_pages``), a
 transaction POST, Binary fetches for notes; bearer token or any ``httpx.Auth`` (e.g.
 ``fhir_adapters.smart_auth.SmartBackendAuth``); timeouts; retries with exponential
-backoff on 429 / 5xx / transport errors, honouring ``Retry-After``. The transport is
+backoff, honouring ``Retry-After``. Idempotent methods (GET, HEAD, PUT, DELETE, ...)
+are retried on 429 / 5xx / any transport error. POST and PATCH are not idempotent: a
+5xx or a read timeout may come after the server applied the request, and repeating a
+transaction Bundle could create its resources twice. They are retried only on 429
+(the server refused before doing anything) and on connection errors (the request was
+never sent). The transport is
 injected, so unit tests pass ``httpx.MockTransport`` and integration tests a real server.
 
 Errors::
@@ -58,10 +63,19 @@ __all__ = [
     "RetryPolicy",
     "bundle_resources",
     "next_link",
+    "retryable_error",
+    "retryable_status",
 ]
 
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+NON_IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
+# Raised before any byte of the request left: safe to retry whatever the method.
+_NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
 
 
 class FhirClientError(Exception):
@@ -163,6 +177,18 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def retryable_status(method: str, status: int) -> bool:
+    """Whether an answer with ``status`` may be retried for ``method`` (see module doc)."""
+    if method.upper() in NON_IDEMPOTENT_METHODS:
+        return status == 429
+    return status in RETRY_STATUSES
+
+
+def retryable_error(method: str, exc: httpx.TransportError) -> bool:
+    """Whether a transport error may be retried for ``method`` (see module doc)."""
+    return method.upper() not in NON_IDEMPOTENT_METHODS or isinstance(exc, _NOT_SENT_ERRORS)
 
 
 def _error_for(response: httpx.Response) -> FhirHTTPError:
@@ -302,11 +328,11 @@ class FhirClient(_Base):
             try:
                 response = self.http.request(method, url, **kw)
             except httpx.TransportError as exc:
-                if last:
+                if last or not retryable_error(method, exc):
                     raise FhirTransportError(f"{method} {url}: {exc!r}") from exc
                 self._sleep(self.retry.delay(attempt, None))
                 continue
-            if response.status_code in RETRY_STATUSES and not last:
+            if not last and retryable_status(method, response.status_code):
                 self._sleep(self.retry.delay(attempt, response))
                 continue
             return self._check(response)
@@ -404,11 +430,11 @@ class AsyncFhirClient(_Base):
             try:
                 response = await self.http.request(method, url, **kw)
             except httpx.TransportError as exc:
-                if last:
+                if last or not retryable_error(method, exc):
                     raise FhirTransportError(f"{method} {url}: {exc!r}") from exc
                 await self._sleep(self.retry.delay(attempt, None))
                 continue
-            if response.status_code in RETRY_STATUSES and not last:
+            if not last and retryable_status(method, response.status_code):
                 await self._sleep(self.retry.delay(attempt, response))
                 continue
             return self._check(response)

@@ -9,6 +9,7 @@ __all__ = [
     "ACT_CODE_SYSTEM",
     "ATTACHMENT_HTML",
     "ATTACHMENT_PLAIN",
+    "ATTACHMENT_XHTML",
     "IGNORED_STATUSES",
     "INPATIENT_CLASS_CODES",
     "LOINC_SYSTEM",
@@ -18,11 +19,13 @@ __all__ = [
     "RT_DIAGNOSTIC_REPORT",
     "RT_DOCUMENT_REFERENCE",
     "RT_ENCOUNTER",
+    "RT_ENDPOINT",
     "RT_IMAGING_STUDY",
     "RT_OBSERVATION",
     "RT_PATIENT",
     "RT_RISK_ASSESSMENT",
     "SUPPORTED_TYPES",
+    "TEXT_CONTENT_PREFIXES",
     "UCUM_SYSTEM",
     "US_CORE_ETHNICITY_URL",
     "US_CORE_RACE_URL",
@@ -45,6 +48,7 @@ RT_DOCUMENT_REFERENCE = "DocumentReference"
 RT_DIAGNOSTIC_REPORT = "DiagnosticReport"
 RT_IMAGING_STUDY = "ImagingStudy"
 RT_BINARY = "Binary"
+RT_ENDPOINT = "Endpoint"  # DICOMweb address an ImagingStudy names; no patient of its own
 RT_RISK_ASSESSMENT = "RiskAssessment"
 
 # Resource types the record assembler reads; anything else is counted and ignored.
@@ -70,3 +74,6 @@ IGNORED_STATUSES = frozenset({"entered-in-error", "cancelled"})
 
 ATTACHMENT_PLAIN = "text/plain"
 ATTACHMENT_HTML = "text/html"
+ATTACHMENT_XHTML = "application/xhtml+xml"
+# Attachment content types that hold note text (anything else is an image, a PDF, DICOM...).
+TEXT_CONTENT_PREFIXES = ("text/", "application/xhtml")

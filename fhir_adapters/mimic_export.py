@@ -11,8 +11,10 @@ test compares the two. What is written:
   to a later in-hospital death: ``training.mimic.demographics.stay_end_sql``), priority
   (v3-ActPriority code + MIMIC text), discharge disposition;
 * ``Observation`` per chartevents/labevents row whose itemid the feature spec knows: the
-  feature's LOINC code AND the MIMIC itemid coding, the value in the ORIGINAL unit
-  (``valueuom`` spelled as UCUM), so the FHIR side really converts units;
+  itemid's own LOINC code (``loinc_for_itemid``: whole-blood glucose 50809 is 2339-0,
+  not serum 2345-7) AND the MIMIC itemid coding, the value in the ORIGINAL unit
+  (``valueuom`` spelled as UCUM), so the FHIR side really converts units; lab rows carry
+  ``issued`` = ``storetime`` (when the result was known);
 * ``DocumentReference`` per note (discharge summaries included, typed LOINC 18842-5: the
   reader must drop them), dated when the note became available (``storetime``);
 * ``ImagingStudy`` per CXR study: start time, and per image its view position and the
@@ -49,6 +51,7 @@ from moe_core.feature_catalog import (
     DISCHARGE_SUMMARY_LOINC,
     ETHNICITY_OMB_CODES,
     RACE_OMB_CODES,
+    loinc_for_itemid,
     race_category,
 )
 from moe_core.feature_spec import FeatureSpec
@@ -59,6 +62,7 @@ from training.mimic.demographics import (
     patient_race,
     stay_end_sql,
 )
+from training.mimic.events import RESULT_TIME_TABLES
 from training.mimic.layout import (
     ADMISSIONS,
     CHARTEVENTS,
@@ -104,6 +108,7 @@ _PRIORITY = {"emergency": "EM", "urgent": "UR", "elective": "EL"}
 _RACE_CODES = {v: k for k, v in RACE_OMB_CODES.items()}
 _ETHNICITY_CODES = {v: k for k, v in ETHNICITY_OMB_CODES.items()}
 _NOTE_SUFFIXES = (".csv.gz", ".csv")
+_STORETIME = {"storetime": ("storetime",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,10 +252,13 @@ def _observations(
     for source, table in (("chartevents", CHARTEVENTS), ("labevents", LABEVENTS)):
         path = find_table(root, table, required=False)
         if path is not None:
+            stored = _result_time_column(con, path, source)
+            typed = types | ({stored: "TIMESTAMP"} if stored else {})
             parts.append(
                 f"SELECT subject_id, hadm_id, charttime AS time, itemid, valuenum, "
-                f"CAST(value AS VARCHAR) AS value, valueuom, '{source}' AS source "
-                f"FROM {csv_source(path, types)} WHERE itemid IN ({ids})"
+                f"CAST(value AS VARCHAR) AS value, valueuom, '{source}' AS source, "
+                f"{stored or 'NULL'} AS stored "
+                f"FROM {csv_source(path, typed)} WHERE itemid IN ({ids})"
             )
     sql = " UNION ALL ".join(parts) + (
         " ORDER BY subject_id, time, source, itemid, valuenum, value"
@@ -266,12 +274,15 @@ def _observations(
             "category": [{"coding": [{"system": OBS_CATEGORY_SYSTEM,
                                       "code": "laboratory" if lab else "vital-signs"}]}],
             "code": {"coding": [
-                {"system": LOINC_SYSTEM, "code": fdef.loinc[0], "display": fdef.name},
+                {"system": LOINC_SYSTEM, "code": loinc_for_itemid(fdef, itemid),
+                 "display": fdef.name},
                 {"system": LABITEMS_SYSTEM if lab else CHARTEVENTS_SYSTEM, "code": str(itemid)},
             ], "text": fdef.name},
             "subject": _ref("Patient", r["subject_id"]),
             "effectiveDateTime": _iso(r["time"]),
         }  # fmt: skip
+        if r["stored"] is not None:
+            res["issued"] = _iso(r["stored"])
         if r["hadm_id"] is not None:
             res["encounter"] = _ref("Encounter", int(r["hadm_id"]))
         value = _value(r, fdef.itemid_units.get(itemid))
@@ -279,6 +290,18 @@ def _observations(
             continue
         res.update(value)
         yield res
+
+
+def _result_time_column(con: duckdb.DuckDBPyConnection, path: Path, source: str) -> str:
+    """``storetime`` of a lab table (when the result became known), else ``""``.
+
+    Only labs: a lab drawn before the prediction time may be resulted after it, and the
+    MIMIC path (``training.mimic.events.RESULT_TIME_TABLES``) and the FHIR reader (which
+    drops an Observation ``issued`` at or after the prediction time) both honour that.
+    """
+    if source not in RESULT_TIME_TABLES:
+        return ""
+    return resolve_columns(con, path, _STORETIME, optional=("storetime",))["storetime"]
 
 
 def _value(r: Mapping[str, Any], itemid_unit: str | None) -> dict[str, Any] | None:

@@ -10,10 +10,16 @@ A hospital export does not fit in memory, so grouping is a bounded two-stage pro
    lines are buffered as raw bytes per patient in memory while the buffer holds less
    than ``spill_bytes`` (256 MiB by default); past that, everything is spilled to a
    temporary SQLite file (one row per line: patient id, bytes) and the rest of the scan
-   goes there. Memory stays bounded by ``spill_bytes`` plus one patient's resources,
-   whatever the export size.
+   goes there (in insert batches of at most ``min(spill_bytes, 8 MiB)``). Memory stays
+   bounded by ``spill_bytes`` plus one patient's resources, whatever the export size.
 2. **Group.** Patients are yielded in sorted id order (SQLite sorts on disk); each
    patient's lines are parsed with orjson only then.
+
+**Shared resources.** ``Endpoint`` lines (the DICOMweb address an ImagingStudy names
+through ``endpoint``) belong to no patient; they are parsed during the scan and handed
+to every patient's assembly (``shared``), so an image source can resolve study
+endpoints from a Bulk export. They are kept in memory: an export holds one per
+imaging service, not one per patient.
 
 Corrupt lines (invalid JSON, no ``resourceType``) and lines with no patient are
 counted in ``NdjsonReport`` (the first few with file and line number), never fatal. A
@@ -36,12 +42,13 @@ from typing import IO, Any
 
 import orjson
 
-from fhir_adapters.fhir_keys import RT_PATIENT, SUPPORTED_TYPES
+from fhir_adapters.fhir_keys import RT_ENDPOINT, RT_PATIENT, SUPPORTED_TYPES
 from fhir_adapters.record import BuildReport, build_patient_records
 from fhir_adapters.references import patient_id_of, reference_id
 from moe_core.records import PatientRecord
 
 __all__ = [
+    "SHARED_TYPES",
     "NdjsonReport",
     "group_by_patient",
     "ndjson_files",
@@ -50,6 +57,9 @@ __all__ = [
 ]
 
 DEFAULT_SPILL_BYTES = 256 * 1024 * 1024
+_FLUSH_LINES = 10_000  # spilled lines per SQLite insert batch, at most ...
+_FLUSH_BYTES = 8 * 1024 * 1024  # ... and at most this many bytes (or spill_bytes if smaller)
+SHARED_TYPES = frozenset({RT_ENDPOINT})  # patient-less resources image sources need
 _MAX_EXAMPLES = 20
 _TYPE_RE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
 _REF_RE = re.compile(rb'"(?:subject|patient)"\s*:\s*\{[^{}]*?"reference"\s*:\s*"([^"]+)"')
@@ -135,6 +145,8 @@ class _Spill:
         self.db: sqlite3.Connection | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._pending: list[tuple[str, bytes]] = []
+        self._pending_bytes = 0
+        self._flush_bytes = min(spill_bytes, _FLUSH_BYTES)
 
     def add(self, pid: str, line: bytes) -> None:
         if self.db is None:
@@ -144,7 +156,9 @@ class _Spill:
                 self._start_db()
         else:
             self._pending.append((pid, line))
-            if len(self._pending) >= 10_000:
+            self._pending_bytes += len(line)
+            # Bounded by bytes too: 10,000 base64 notes would be gigabytes, not a batch.
+            if len(self._pending) >= _FLUSH_LINES or self._pending_bytes >= self._flush_bytes:
                 self._flush()
 
     def _start_db(self) -> None:
@@ -163,6 +177,7 @@ class _Spill:
         if self.db is not None and self._pending:
             self.db.executemany("INSERT INTO lines VALUES (?, ?)", self._pending)
             self._pending.clear()
+            self._pending_bytes = 0
 
     def groups(self) -> Iterator[tuple[str, list[bytes]]]:
         try:
@@ -201,14 +216,17 @@ def group_by_patient(
     spill_bytes: int = DEFAULT_SPILL_BYTES,
     tmp_dir: Path | None = None,
     report: NdjsonReport | None = None,
+    shared: list[dict[str, Any]] | None = None,
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Yield ``(patient_id, resources)`` for every patient of an export, in id order.
 
     ``source`` is an export folder or a list of NDJSON files. Only resources whose type
-    is in ``types`` are kept. See the module docstring for the memory bound.
+    is in ``types`` are kept. With ``shared`` given, ``SHARED_TYPES`` resources (no
+    patient) are appended to it; it is complete before the first patient is yielded.
+    See the module docstring for the memory bound.
     """
     report = report if report is not None else NdjsonReport()
-    wanted = frozenset(types)
+    wanted = frozenset(types) | (SHARED_TYPES if shared is not None else frozenset())
     files = ndjson_files(source) if isinstance(source, Path) else list(source)
     spill = _Spill(spill_bytes, tmp_dir, report)
     try:
@@ -225,6 +243,8 @@ def group_by_patient(
                     report._example(path, line_no, "no resourceType")
                 elif rtype not in wanted:
                     report.skipped_types[rtype] += 1
+                elif shared is not None and rtype in SHARED_TYPES and pid is None:
+                    _keep_shared(shared, report, rtype, line)
                 else:
                     _keep(spill, report, rtype, pid, line, path, line_no)
     except BaseException:
@@ -259,6 +279,14 @@ def _keep(
     spill.add(pid, line)
 
 
+def _keep_shared(
+    shared: list[dict[str, Any]], report: NdjsonReport, rtype: str, line: bytes
+) -> None:
+    res = orjson.loads(line)  # _classify parsed it already: valid JSON
+    report.kept[rtype] += 1
+    shared.append(res)
+
+
 def records_from_ndjson(
     source: Path | Iterable[Path],
     *,
@@ -272,7 +300,11 @@ def records_from_ndjson(
     """
     build_report = build_report if build_report is not None else BuildReport()
     ndjson_report = ndjson_report if ndjson_report is not None else NdjsonReport()
-    for pid, resources in group_by_patient(source, spill_bytes=spill_bytes, report=ndjson_report):
+    shared: list[dict[str, Any]] = []
+    groups = group_by_patient(source, spill_bytes=spill_bytes, report=ndjson_report, shared=shared)
+    for pid, resources in groups:
         build_report.patients += 1
-        yield from build_patient_records(pid, resources, report=build_report, **build_kwargs)
+        yield from build_patient_records(
+            pid, resources, report=build_report, shared=shared, **build_kwargs
+        )
     build_report.resources.update(ndjson_report.kept)

@@ -4,9 +4,11 @@ Text comes from an attachment's base64 ``data`` or, failing that, from its ``url
 through a caller-supplied ``BinaryResolver`` (the REST client provides one). The
 charset is taken from ``contentType`` (``text/plain; charset=ISO-8859-1``); without
 one, UTF-8 is tried and Windows-1252 / Latin-1 is the fallback (the note is kept and
-a quality note says so). ``text/plain`` is preferred over ``text/html``; HTML is
-reduced to its text. De-identification artifacts (MIMIC's ``[** ... **]`` and
-``___``) are removed.
+a ``note decoded with fallback charset`` quality note says so -- it is readable, so it
+is not "unreadable"). ``text/plain`` is preferred over ``text/html`` /
+``application/xhtml+xml`` (the same content types ``record.py`` treats as text, from
+``fhir_keys.TEXT_CONTENT_PREFIXES``); (X)HTML is reduced to its text.
+De-identification artifacts (MIMIC's ``[** ... **]`` and ``___``) are removed.
 
 Discharge summaries (LOINC 18842-5 and friends, or a type text saying "discharge
 summary") are never inputs: they are written once the outcome is known.
@@ -26,14 +28,17 @@ from typing import Any
 from fhir_adapters.fhir_keys import (
     ATTACHMENT_HTML,
     ATTACHMENT_PLAIN,
+    ATTACHMENT_XHTML,
     IGNORED_STATUSES,
     RT_DIAGNOSTIC_REPORT,
+    TEXT_CONTENT_PREFIXES,
 )
-from fhir_adapters.fhir_time import parse_fhir_datetime
+from fhir_adapters.fhir_time import parse_fhir_input_time
 from fhir_adapters.quality import (
     DISCHARGE_SUMMARY,
     IGNORED_STATUS,
     NO_TIME,
+    NOTE_FALLBACK_CHARSET,
     NOTE_UNREADABLE,
 )
 from moe_core.feature_catalog import DISCHARGE_SUMMARY_LOINC
@@ -82,6 +87,8 @@ _BLOCK_TAGS = frozenset(
     {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
 )
 _FALLBACK_CHARSETS = ("cp1252", "latin-1")
+_HTML_TYPES = (ATTACHMENT_HTML, ATTACHMENT_XHTML)
+_UNUSABLE_RANK = 9
 
 
 class _TextExtractor(HTMLParser):
@@ -157,7 +164,11 @@ def _charset(content_type: str) -> str | None:
 
 
 def _decode(raw: bytes, content_type: str) -> tuple[str, str | None]:
-    """(text, problem): declared charset, else UTF-8, else cp1252 / latin-1."""
+    """(text, fallback): declared charset, else UTF-8, else cp1252 / latin-1.
+
+    ``fallback`` says which fallback charset decoded it (``None`` when the declared
+    charset or UTF-8 did): the text is usable but may hold a wrong character or two.
+    """
     declared = _charset(content_type)
     if declared:
         try:
@@ -176,45 +187,61 @@ def _decode(raw: bytes, content_type: str) -> tuple[str, str | None]:
     return raw.decode("latin-1"), None  # unreachable: latin-1 decodes any bytes
 
 
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
+def _rank(att: Mapping[str, Any]) -> int:
+    """0 plain, 1 (X)HTML, 2 other text or untyped, ``_UNUSABLE_RANK`` anything else."""
+    ct = _media_type(str(att.get("contentType") or ""))
+    if ct == ATTACHMENT_PLAIN:
+        return 0
+    if ct in _HTML_TYPES:
+        return 1
+    return 2 if not ct or ct.startswith(TEXT_CONTENT_PREFIXES) else _UNUSABLE_RANK
+
+
 def _pick_attachment(attachments: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """text/plain first, then text/html, then any other attachment with content."""
-
-    def rank(a: Mapping[str, Any]) -> int:
-        ct = str(a.get("contentType") or "").split(";")[0].strip().lower()
-        return {ATTACHMENT_PLAIN: 0, ATTACHMENT_HTML: 1}.get(
-            ct, 2 if ct.startswith("text/") or not ct else 9
-        )
-
-    usable = [a for a in attachments if rank(a) < 9 and (a.get("data") or a.get("url"))]
-    return min(usable, key=rank) if usable else None
+    """text/plain first, then (X)HTML, then any other text attachment with content."""
+    usable = [
+        a for a in attachments if _rank(a) < _UNUSABLE_RANK and (a.get("data") or a.get("url"))
+    ]
+    return min(usable, key=_rank) if usable else None
 
 
-def _attachment_text(
-    att: Mapping[str, Any], resolver: BinaryResolver | None
-) -> tuple[str | None, str | None]:
-    """(text, problem) of one attachment."""
+@dataclass(frozen=True, slots=True)
+class _AttachmentText:
+    """An attachment's text, or why there is none, and any charset fallback used."""
+
+    text: str | None
+    problem: str | None = None
+    fallback: str | None = None
+
+
+def _attachment_text(att: Mapping[str, Any], resolver: BinaryResolver | None) -> _AttachmentText:
+    """The cleaned text of one attachment (base64 ``data``, else ``url`` via the resolver)."""
     content_type = str(att.get("contentType") or ATTACHMENT_PLAIN)
     raw: bytes | None = None
     if isinstance(att.get("data"), str):
         try:
             raw = base64.b64decode(att["data"], validate=False)
         except (binascii.Error, ValueError):
-            return None, "bad base64"
+            return _AttachmentText(None, "bad base64")
     elif isinstance(att.get("url"), str):
         if resolver is None:
-            return None, "attachment url given but no resolver"
+            return _AttachmentText(None, "attachment url given but no resolver")
         try:
             raw, fetched_type = resolver(att["url"])
         except Exception as exc:
-            return None, f"url fetch failed: {type(exc).__name__}"
+            return _AttachmentText(None, f"url fetch failed: {type(exc).__name__}")
         if fetched_type and not att.get("contentType"):
             content_type = fetched_type
     if raw is None:
-        return None, "no data"
-    text, problem = _decode(raw, content_type)
-    if content_type.split(";")[0].strip().lower() == ATTACHMENT_HTML:
+        return _AttachmentText(None, "no data")
+    text, fallback = _decode(raw, content_type)
+    if _media_type(content_type) in _HTML_TYPES:
         text = html_to_text(text)
-    return clean_note_text(text), problem
+    return _AttachmentText(clean_note_text(text), fallback=fallback)
 
 
 def _kind(resource: Mapping[str, Any]) -> str:
@@ -242,15 +269,15 @@ def _is_discharge_summary(resource: Mapping[str, Any]) -> bool:
 
 def _note_time(resource: Mapping[str, Any]) -> datetime | None:
     if resource.get("resourceType") == RT_DIAGNOSTIC_REPORT:
-        t = parse_fhir_datetime(resource.get("effectiveDateTime"))
+        t = parse_fhir_input_time(resource.get("effectiveDateTime"))
         if t is None and isinstance(resource.get("effectivePeriod"), Mapping):
-            t = parse_fhir_datetime(resource["effectivePeriod"].get("start"))
-        return t or parse_fhir_datetime(resource.get("issued"))
+            t = parse_fhir_input_time(resource["effectivePeriod"].get("start"))
+        return t or parse_fhir_input_time(resource.get("issued"))
     context = resource.get("context")
     t = None
     if isinstance(context, Mapping) and isinstance(context.get("period"), Mapping):
-        t = parse_fhir_datetime(context["period"].get("start"))
-    return t or parse_fhir_datetime(resource.get("date"))
+        t = parse_fhir_input_time(context["period"].get("start"))
+    return t or parse_fhir_input_time(resource.get("date"))
 
 
 def note_from_resource(
@@ -280,12 +307,11 @@ def note_from_resource(
         return NoteResult(
             None, [(when, QualityNote(source, NOTE_UNREADABLE, "no text attachment"))]
         )
-    text, problem = _attachment_text(att, resolver)
-    quality: list[tuple[datetime | None, QualityNote]] = (
-        [(when, QualityNote(source, NOTE_UNREADABLE, problem))] if problem else []
-    )
-    if not text:
-        if not problem:
-            quality.append((when, QualityNote(source, NOTE_UNREADABLE, "empty text")))
+    got = _attachment_text(att, resolver)
+    quality: list[tuple[datetime | None, QualityNote]] = []
+    if got.fallback:
+        quality.append((when, QualityNote(source, NOTE_FALLBACK_CHARSET, got.fallback)))
+    if not got.text:
+        quality.append((when, QualityNote(source, NOTE_UNREADABLE, got.problem or "empty text")))
         return NoteResult(None, quality)
-    return NoteResult(Note(time=when, kind=_kind(resource), text=text), quality)
+    return NoteResult(Note(time=when, kind=_kind(resource), text=got.text), quality)

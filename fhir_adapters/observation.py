@@ -4,7 +4,11 @@ Declarative: the ``FeatureSpec`` says which codes mean which feature; this modul
 walks the resource. ``value[x]`` and ``effective[x]`` are tried in a fixed order:
 
 * time: ``effectiveDateTime``, ``effectivePeriod.start`` (else ``.end``),
-  ``effectiveInstant``, then ``issued`` as the last resort;
+  ``effectiveInstant``, then ``issued`` as the last resort; a bare date counts as the
+  end of its day (``fhir_time.parse_fhir_input_time``);
+* known at: ``issued`` when given (a lab drawn before the prediction time but resulted
+  after it is not an input then); kept beside each event in ``ObservationResult.known``
+  for the record assembler;
 * value: ``valueQuantity`` (UCUM ``code`` preferred over ``unit``),
   ``valueCodeableConcept`` (answer codes, then display/text, via ``FeatureDef.answers``),
   ``valueInteger``, ``valueString``.
@@ -28,7 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from fhir_adapters.fhir_keys import IGNORED_STATUSES, LOINC_SYSTEM, MIMIC_ITEMID_SYSTEM_MARK
-from fhir_adapters.fhir_time import parse_fhir_datetime
+from fhir_adapters.fhir_time import parse_fhir_input_time
 from fhir_adapters.quality import (
     BAD_UNIT,
     BAD_VALUE,
@@ -88,8 +92,12 @@ class ObservationIndex:
         return None, None, first
 
     def convert(self, feature: FeatureDef, value: float, unit: str | None) -> float | None:
-        """``value`` in ``unit`` -> canonical unit (memoised per unit spelling)."""
-        if feature.flag_above is not None:
+        """``value`` in ``unit`` -> canonical unit (memoised per unit spelling).
+
+        The memo assumes the stock affine ``FeatureDef.to_canonical``; flags and
+        features that override it (FiO2 fraction-or-percent) are converted directly.
+        """
+        if feature.flag_above is not None or not _is_affine(feature):
             return feature.to_canonical(value, unit)
         key = (feature.code, unit or "")
         lin = self._linear.get(key, ...)
@@ -103,25 +111,36 @@ class ObservationIndex:
         return value * lin[0] + lin[1]
 
 
+def _is_affine(feature: FeatureDef) -> bool:
+    return type(feature).to_canonical is FeatureDef.to_canonical
+
+
 @dataclass(slots=True)
 class ObservationResult:
     """Accumulates events and notes over many Observations of one patient."""
 
     events: list[Event] = field(default_factory=list)
+    known: list[datetime | None] = field(default_factory=list)  # per event: when resulted
     notes: list[TimedNote] = field(default_factory=list)
     unknown_codes: Counter[str] = field(default_factory=Counter)
 
 
 def _time(obs: Mapping[str, Any]) -> datetime | None:
-    t = parse_fhir_datetime(obs.get("effectiveDateTime"))
+    """When the value was measured; a bare date counts as the end of that day (no leak)."""
+    t = parse_fhir_input_time(obs.get("effectiveDateTime"))
     if t is None and isinstance(obs.get("effectivePeriod"), dict):
         period = obs["effectivePeriod"]
-        t = parse_fhir_datetime(period.get("start")) or parse_fhir_datetime(period.get("end"))
+        t = parse_fhir_input_time(period.get("start")) or parse_fhir_input_time(period.get("end"))
     if t is None:
-        t = parse_fhir_datetime(obs.get("effectiveInstant"))
+        t = parse_fhir_input_time(obs.get("effectiveInstant"))
     if t is None:
-        t = parse_fhir_datetime(obs.get("issued"))
+        t = parse_fhir_input_time(obs.get("issued"))
     return t
+
+
+def _known(obs: Mapping[str, Any]) -> datetime | None:
+    """When the result became available (``issued``), if the resource says."""
+    return parse_fhir_input_time(obs.get("issued"))
 
 
 def _raw_value(
@@ -167,26 +186,29 @@ def _one(
     item: Mapping[str, Any],
     feature: FeatureDef,
     itemid: str | None,
-    when: datetime,
+    when: tuple[datetime, datetime | None],
     source: str,
     index: ObservationIndex,
     out: ObservationResult,
 ) -> None:
+    """One value (of an Observation or a component) at ``when`` = (time, known at)."""
+    at, known = when
     value, unit, problem = _raw_value(item, feature)
     if value is None:
-        out.notes.append((when, QualityNote(source, problem or NO_VALUE, feature.code)))
+        out.notes.append((at, QualityNote(source, problem or NO_VALUE, feature.code)))
         return
     if not unit and itemid is not None:
         unit = feature.itemid_units.get(int(itemid), unit)
     canonical = index.convert(feature, value, unit)
     if canonical is None:
-        out.notes.append((when, QualityNote(source, BAD_UNIT, f"{feature.code}: {unit}")))
+        out.notes.append((at, QualityNote(source, BAD_UNIT, f"{feature.code}: {unit}")))
         return
     if not feature.is_plausible(canonical):
         detail = f"{feature.code}={canonical:g} {feature.unit}"
-        out.notes.append((when, QualityNote(source, OUT_OF_RANGE, detail)))
+        out.notes.append((at, QualityNote(source, OUT_OF_RANGE, detail)))
         return
-    out.events.append(Event(when, feature.code, canonical))
+    out.events.append(Event(at, feature.code, canonical))
+    out.known.append(known)
 
 
 def observation_events(
@@ -206,10 +228,11 @@ def observation_events(
         if first_code is None or first_code not in index.panels:
             out.unknown_codes[first_code or "<no code>"] += 1
         return
-    when = _time(obs)
-    if when is None:
+    at = _time(obs)
+    if at is None:
         out.notes.append((None, QualityNote(source, NO_TIME, first_code or "")))
         return
+    when = (at, _known(obs))
     if feature is not None and (not has_components or _has_value(obs)):
         _one(obs, feature, itemid, when, source, index, out)
     if has_components:

@@ -22,6 +22,7 @@ __all__ = [
     "IGNORED_STATUS",
     "IMAGE_FAILED",
     "MALFORMED",
+    "NOTE_FALLBACK_CHARSET",
     "NOTE_UNREADABLE",
     "NO_PATIENT",
     "NO_TIME",
@@ -40,6 +41,7 @@ IGNORED_STATUS = "ignored status"
 IMAGE_FAILED = "image not retrieved"
 MALFORMED = "malformed resource"
 NOTE_UNREADABLE = "note text unreadable"
+NOTE_FALLBACK_CHARSET = "note decoded with fallback charset"  # kept; a character may be off
 NO_PATIENT = "no Patient resource"
 NO_TIME = "no time"
 NO_VALUE = "no value"

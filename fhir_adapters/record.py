@@ -7,7 +7,8 @@ Rules (the same for a CDS prefetch, a REST fetch and a Bulk NDJSON export):
   the given ``prediction_time`` ("now") when that is earlier; an admission that has not
   started by then yields no record;
 * inputs are what lies in ``[anchor_time, prediction_time)``: Observations (whatever
-  encounter they cite), notes, images; discharge summaries never;
+  encounter they cite) whose result was also ``issued`` before ``prediction_time``
+  (when ``issued`` is given), notes, images; discharge summaries never;
 * resources of the same type and id are kept once (the latest ``meta.lastUpdated``);
 * a malformed resource is skipped and recorded in ``quality``, never fatal; quality notes
   carrying a time outside the window are not attached to that record;
@@ -33,8 +34,9 @@ from fhir_adapters.fhir_keys import (
     RT_OBSERVATION,
     RT_PATIENT,
     SUPPORTED_TYPES,
+    TEXT_CONTENT_PREFIXES,
 )
-from fhir_adapters.fhir_time import parse_fhir_datetime
+from fhir_adapters.fhir_time import parse_fhir_datetime, parse_fhir_input_time
 from fhir_adapters.notes import BinaryResolver, note_from_resource
 from fhir_adapters.observation import (
     ObservationIndex,
@@ -54,7 +56,14 @@ from fhir_adapters.quality import (
 from fhir_adapters.references import patient_id_of
 from moe_core.feature_catalog import DEFAULT_SPEC
 from moe_core.feature_spec import FeatureSpec
-from moe_core.records import DEFAULT_WINDOW_HOURS, ImageRef, Note, PatientRecord, QualityNote
+from moe_core.records import (
+    DEFAULT_WINDOW_HOURS,
+    Event,
+    ImageRef,
+    Note,
+    PatientRecord,
+    QualityNote,
+)
 
 __all__ = ["BuildReport", "StudyImageSource", "build_patient_records", "build_records"]
 
@@ -62,7 +71,8 @@ Resource = Mapping[str, Any]
 # Resources without a patient that image sources may need (DICOMweb address, DICOM bytes).
 _SHARED_TYPES = frozenset({"Endpoint", "Binary", "Media"})
 _RELATED_TYPES = frozenset({"Endpoint", "Binary", "Media", RT_DOCUMENT_REFERENCE})
-_TEXT_LIKE = ("text/", "application/xhtml")
+# Content types read as note text; notes.py ranks the same ones (plain, html, xhtml, text/*).
+_TEXT_LIKE = TEXT_CONTENT_PREFIXES
 
 
 class StudyImageSource(Protocol):
@@ -97,9 +107,16 @@ def _index(spec: FeatureSpec) -> ObservationIndex:
     return hit[1]
 
 
-def _last_updated(res: Resource) -> str:
+def _last_updated(res: Resource) -> datetime | None:
+    """``meta.lastUpdated`` as an instant: strings with different offsets or precision
+    ("...T10:00:00+02:00" vs "...T09:00:00Z") do not sort as text."""
     meta = res.get("meta")
-    return str(meta.get("lastUpdated") or "") if isinstance(meta, Mapping) else ""
+    return parse_fhir_datetime(meta.get("lastUpdated")) if isinstance(meta, Mapping) else None
+
+
+def _is_newer(res: Resource, old: Resource) -> bool:
+    new_t, old_t = _last_updated(res), _last_updated(old)
+    return new_t is not None and (old_t is None or new_t > old_t)
 
 
 def _dedupe(resources: Iterable[Resource], report: BuildReport) -> tuple[list[Resource], int]:
@@ -121,10 +138,17 @@ def _dedupe(resources: Iterable[Resource], report: BuildReport) -> tuple[list[Re
             kept[key] = res
             continue
         dropped += 1
-        if _last_updated(res) > _last_updated(old):
+        if _is_newer(res, old):
             kept[key] = res
     report.duplicates += dropped
     return [*kept.values(), *anonymous], dropped
+
+
+def _window_events(
+    events: Sequence[tuple[Event, datetime | None]], start: datetime, end: datetime
+) -> list[Event]:
+    """Events measured in ``[start, end)`` whose result was known before ``end``."""
+    return [e for e, known in events if start <= e.time < end and (known is None or known < end)]
 
 
 def _in_window(t: datetime | None, start: datetime, end: datetime) -> bool:
@@ -218,7 +242,7 @@ def _images(
         return images, notes
     related = [*got.related, *shared]
     for study in got.studies:
-        started = parse_fhir_datetime(study.get("started"))
+        started = parse_fhir_input_time(study.get("started"))
         if started is not None and not start <= started < end:
             continue
         try:
@@ -261,7 +285,9 @@ def build_patient_records(
     )
     if not admissions:
         report.patients_without_admission += 1
-    events = sorted(got.obs.events, key=lambda e: (e.time, e.code))
+    events = sorted(
+        zip(got.obs.events, got.obs.known, strict=True), key=lambda p: (p[0].time, p[0].code)
+    )
     timed = got.obs.notes + got.timed
     dead = death_time(got.patient) if got.patient is not None else None
     records: list[PatientRecord] = []
@@ -293,7 +319,7 @@ def build_patient_records(
                 anchor_time=enc.start,
                 prediction_time=cutoff,
                 static=demographics(got.patient, enc.start, enc.admission_type),
-                events=[e for e in events if enc.start <= e.time < cutoff],
+                events=_window_events(events, enc.start, cutoff),
                 notes=sorted(
                     (n for n in got.notes if enc.start <= n.time < cutoff), key=lambda n: n.time
                 ),

@@ -8,8 +8,27 @@ Each feature lists
 * every LOINC code that means it (serum/plasma, whole-blood, arterial and panel
   component codes differ: glucose 2345-7 serum vs 2339-0 blood vs 41653-7 glucometer);
   itemid <-> LOINC follows MIT-LCP/mimic-code ``mimic-iv/mapping/``;
+* per itemid, the LOINC code that itemid means when it is not the feature's first
+  (``ITEMID_LOINC``, read through ``loinc_for_itemid``): blood-gas / whole-blood labs
+  (50809 glucose -> 2339-0, 50824 sodium -> 2947-0, ...) and non-invasive blood pressure
+  (220179 -> 76534-7, ...) are not the serum / invasive codes. Chart items follow
+  ``mimic-iv/mapping/meas_chartevents_main.csv``; lab items the LOINC whose specimen
+  (blood vs serum/plasma) and method match ``d_labitems`` fluid/category;
 * the canonical UCUM unit, conversions from other units and a plausible range
   (values outside it are physiologically impossible or charting errors).
+
+Value rules beyond unit conversion, shared by every source:
+
+* **FiO2 as a fraction.** FiO2 is charted both as a percentage (21-100) and as a
+  fraction (0.21-1.0), often with no unit or unit ``"1"``. A value in (0, 1] can only be
+  a fraction (1 % oxygen is not breathable), so it is multiplied by 100 whatever the
+  unit says (``_FractionOrPercentDef``). Larger values with a fraction unit stay
+  implausible and are dropped.
+* **GCS total.** MIMIC-IV charts only the three GCS parts (no total itemid) while a
+  FHIR feed may send LOINC 9269-2. ``gcs_total`` is therefore derived as eye + motor +
+  verbal wherever the three were charted at the same instant and no total was charted
+  then: ``moe_core.records.derive_gcs_totals``, run when any ``PatientRecord`` is built,
+  so the MIMIC and FHIR paths (and every other source) fill it alike.
 
 Static categorical vocabularies (sex, race as the US Core / OMB categories, ethnicity,
 admission type) and the text/code -> category maps live here too, so the MIMIC path and
@@ -19,9 +38,10 @@ list, order, units or vocabularies change: checkpoints refuse a mismatched spec.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
 
-from moe_core.feature_spec import FeatureDef, FeatureSpec, UnitConversion
+from moe_core.feature_spec import FeatureDef, FeatureSpec, UnitConversion, normalise_unit
 from moe_core.records import UNKNOWN
 
 __all__ = [
@@ -32,6 +52,7 @@ __all__ = [
     "ETHNICITIES",
     "ETHNICITY_OMB_CODES",
     "FEATURES",
+    "ITEMID_LOINC",
     "RACES",
     "RACE_OMB_CODES",
     "SEXES",
@@ -40,6 +61,7 @@ __all__ = [
     "admission_type_category",
     "answer_value",
     "ethnicity_category",
+    "loinc_for_itemid",
     "race_category",
     "sex_category",
 ]
@@ -100,6 +122,24 @@ _CAP_REFILL = {
 }  # fmt: skip
 
 
+class _FractionOrPercentDef(FeatureDef):
+    """A percentage feature also charted as a fraction: values in (0, 1] are fractions.
+
+    Not affine (the factor depends on the value), so callers that memoise a unit's
+    conversion as ``a * value + b`` must not do so for this class (see
+    ``fhir_adapters.observation.ObservationIndex.convert``).
+    """
+
+    __slots__ = ()
+    _PERCENT_UNITS = frozenset({"", "%"})
+
+    def to_canonical(self, value: float, unit: str | None) -> float | None:
+        """As ``FeatureDef.to_canonical``, but 0 < value <= 1 in % / no unit is x 100."""
+        if normalise_unit(unit) in self._PERCENT_UNITS and 0.0 < value <= 1.0:
+            return float(value) * 100.0
+        return FeatureDef.to_canonical(self, value, unit)
+
+
 def _f(
     code: str,
     name: str,
@@ -112,8 +152,9 @@ def _f(
     answers: dict[str, float] | None = None,
     itemid_units: dict[int, str] | None = None,
     flag_above: tuple[str, float] | None = None,
+    kind: type[FeatureDef] = FeatureDef,
 ) -> FeatureDef:
-    return FeatureDef(
+    return kind(
         code=code,
         name=name,
         unit=unit,
@@ -140,7 +181,7 @@ FEATURES: tuple[FeatureDef, ...] = (
        (220180, 220051), (0.0, 375.0), aliases=_MMHG),
     _f("fio2", "Fraction of inspired oxygen", "%",
        ("3150-0", "19994-3", "19996-8"), (223835, 50816), (20.0, 100.0),
-       _C(("1", "{fraction}", "fraction", "L/L"), 100.0)),
+       _C(("1", "{fraction}", "fraction", "L/L"), 100.0), kind=_FractionOrPercentDef),
     _f("gcs_eye", "Glasgow coma scale eye opening", "{score}",
        ("9267-6",), (220739,), (1.0, 4.0), aliases=("1", "{points}", "(score)"),
        answers=_GCS_EYE),
@@ -227,6 +268,52 @@ FEATURES: tuple[FeatureDef, ...] = (
        ("6301-6", "34714-6", "46418-0"), (51237,), (0.5, 20.0),
        aliases=("INR", "{ratio}", "ratio", "1")),
 )  # fmt: skip
+
+# itemid -> the LOINC it means, where that is not its feature's first code (see docstring).
+ITEMID_LOINC: Mapping[int, str] = MappingProxyType({
+    # chartevents (mimic-iv/mapping/meas_chartevents_main.csv)
+    220179: "76534-7",  # Non Invasive Blood Pressure systolic
+    220180: "76535-4",  # Non Invasive Blood Pressure diastolic
+    220181: "76536-2",  # Non Invasive Blood Pressure mean
+    220274: "2746-6",  # PH (Venous)
+    225664: "41653-7",  # Glucose finger stick (glucometer)
+    226537: "2339-0",  # Glucose (whole blood)
+    # labevents, blood gas panel (d_labitems fluid Blood, category Blood Gas)
+    50803: "1959-6",  # Calculated Bicarbonate, Whole Blood
+    50806: "2069-3",  # Chloride, Whole Blood
+    50809: "2339-0",  # Glucose (blood gas)
+    50810: "20570-8",  # Hematocrit, Calculated
+    50813: "32693-4",  # Lactate (blood gas)
+    50816: "19994-3",  # Oxygen (inspired fraction, ventilator setting)
+    50817: "20564-1",  # Oxygen Saturation (blood gas, measured)
+    50820: "11558-4",  # pH (blood gas)
+    50822: "6298-4",  # Potassium, Whole Blood
+    50824: "2947-0",  # Sodium, Whole Blood
+})  # fmt: skip
+
+
+def _check_itemid_loinc(features: tuple[FeatureDef, ...]) -> None:
+    """Every ``ITEMID_LOINC`` entry must be an itemid and a LOINC of the same feature,
+    or the adapter would map the exported code back to another feature (or none)."""
+    by_itemid = {i: f for f in features for i in f.itemids}
+    for itemid, loinc in ITEMID_LOINC.items():
+        fdef = by_itemid.get(itemid)
+        if fdef is None or loinc not in fdef.loinc:
+            raise ValueError(f"ITEMID_LOINC {itemid} -> {loinc} is not a code of one feature")
+
+
+_check_itemid_loinc(FEATURES)
+
+
+def loinc_for_itemid(feature: FeatureDef, itemid: int) -> str:
+    """The LOINC code a MIMIC-IV row of ``itemid`` means (the feature's first by default).
+
+    Only a code the feature itself lists is returned, so a custom spec without the
+    whole-blood codes still round-trips through the FHIR adapters.
+    """
+    code = ITEMID_LOINC.get(itemid)
+    return code if code is not None and code in feature.loinc else feature.loinc[0]
+
 
 # --- static vocabularies (index 0 is always UNKNOWN) ---------------------------------------
 SEXES: tuple[str, ...] = (UNKNOWN, "female", "male", "other")

@@ -7,11 +7,17 @@ Plain Python and NumPy only: no torch, no FHIR, no file layouts.
 
 Times are timezone-aware UTC ``datetime`` objects. Values are in the canonical
 UCUM unit of their feature (see ``moe_core.feature_spec``).
+
+Derived events: a record's ``events`` get a Glasgow coma scale total wherever eye,
+motor and verbal were charted at the same instant and no total was (see
+``derive_gcs_totals``). It happens here, at construction, because every source builds
+a ``PatientRecord``: MIMIC-IV never charts a total (no itemid) while a FHIR feed may
+send LOINC 9269-2, and deriving it in one place keeps training and serving alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,6 +29,8 @@ from moe_core.modalities import Modality, Task
 __all__ = [
     "DEFAULT_WINDOW_HOURS",
     "FRONTAL_VIEWS",
+    "GCS_COMPONENTS",
+    "GCS_TOTAL",
     "UNKNOWN",
     "Demographics",
     "Event",
@@ -31,11 +39,15 @@ __all__ = [
     "Note",
     "PatientRecord",
     "QualityNote",
+    "derive_gcs_totals",
 ]
 
 UNKNOWN = "unknown"  # the explicit category for any missing / unmapped categorical
 DEFAULT_WINDOW_HOURS = 48  # the paper's observation window (section 3.1)
 FRONTAL_VIEWS = ("AP", "PA")  # preference order: AP first, as in the paper (section 3.2.1)
+# Feature codes of the Glasgow coma scale (moe_core.feature_catalog): total = eye + motor + verbal.
+GCS_COMPONENTS = ("gcs_eye", "gcs_motor", "gcs_verbal")
+GCS_TOTAL = "gcs_total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +68,33 @@ class Event:
     time: datetime
     code: str  # FeatureDef.code, e.g. "heart_rate"
     value: float
+
+
+def derive_gcs_totals(events: Sequence[Event]) -> list[Event]:
+    """``events`` plus a ``gcs_total`` wherever all three GCS parts share an instant.
+
+    A charted total at that instant wins (nothing is derived there). When a part was
+    charted twice at the same instant, the later-listed value counts, as in
+    featurisation. Idempotent: a derived total is itself "a charted total" the next
+    time. Returns a new list sorted by (time, code) when something was derived, else
+    ``events`` itself (as a list).
+    """
+    parts: dict[datetime, dict[str, float]] = {}
+    charted: set[datetime] = set()
+    for ev in events:
+        if ev.code == GCS_TOTAL:
+            charted.add(ev.time)
+        elif ev.code in GCS_COMPONENTS:
+            parts.setdefault(ev.time, {})[ev.code] = ev.value
+    derived = [
+        Event(t, GCS_TOTAL, sum(got[c] for c in GCS_COMPONENTS))
+        for t, got in parts.items()
+        if t not in charted and len(got) == len(GCS_COMPONENTS)
+    ]
+    if not derived:
+        return events if isinstance(events, list) else list(events)
+    # Stable: events of the same (time, code) keep their relative order.
+    return sorted([*events, *derived], key=lambda e: (e.time, e.code))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +175,10 @@ class PatientRecord:
     discharge_disposition: str | None = None
     encounter_class: str | None = None
     labels: Labels = field(default_factory=Labels)
+
+    def __post_init__(self) -> None:
+        # Every source constructs a record, so derived features are filled identically.
+        self.events = derive_gcs_totals(self.events)
 
     @property
     def window_hours(self) -> int:

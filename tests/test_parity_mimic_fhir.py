@@ -140,3 +140,29 @@ def test_export_keeps_original_units_and_both_code_systems(parity: Parity) -> No
     assert {"[degF]", "[in_i]", "meq/L"} <= units  # converted by the FHIR side, not here
     assert "http://loinc.org" in systems
     assert any("mimic" in s for s in systems)
+
+
+def test_export_writes_each_itemids_own_loinc(parity: Parity) -> None:
+    """Whole-blood / blood-gas rows carry their own LOINC, not the serum code."""
+    expected = {50809: "2339-0", 50931: "2345-7", 50824: "2947-0", 50983: "2951-2",
+                50822: "6298-4", 50806: "2069-3", 50810: "20570-8", 51221: "4544-3",
+                220179: "76534-7", 220050: "8480-6"}  # fmt: skip
+    seen: dict[int, set[str]] = {}
+    with (parity.export / "Observation.ndjson").open("rb") as fh:
+        for line in fh:
+            codings = orjson.loads(line)["code"]["coding"]
+            loinc = next(c["code"] for c in codings if c["system"] == "http://loinc.org")
+            itemid = next(int(c["code"]) for c in codings if "mimic" in c["system"])
+            if itemid in expected:
+                seen.setdefault(itemid, set()).add(loinc)
+    assert seen == {i: {code} for i, code in expected.items()}
+
+
+def test_gcs_total_is_derived_alike_on_both_paths(both: dict[str, Pair]) -> None:
+    """MIMIC-IV has no GCS total itemid; both paths derive it from the three parts."""
+    n = 0
+    for key, (m, f) in both.items():
+        totals = [(e.time, e.value) for e in m.events if e.code == "gcs_total"]
+        assert totals == [(e.time, e.value) for e in f.events if e.code == "gcs_total"], key
+        n += len(totals)
+    assert n > 100

@@ -303,9 +303,15 @@ class DicomWebSource:
             return [], [QualityNote(label, ImageReferenceError.reason, f"no {missing}")]
         client = self.client(base)
         try:
-            headers = headers_from_metadata(client.study_metadata(uid))
+            metadata = client.study_metadata(uid)
         except ImagingError as exc:
             return [], [QualityNote(label, exc.reason, str(exc))]
+        if not metadata:
+            # Some servers answer an unknown study with 200 and [] instead of 404: the
+            # study the record names could not be retrieved either way, so say so.
+            detail = f"study {uid} has no instances on the DICOMweb server"
+            return [], [QualityNote(label, ImageRetrievalError.reason, detail)]
+        headers = headers_from_metadata(metadata)
         refs: list[ImageRef] = []
         notes: list[QualityNote] = []
         for header in headers:

@@ -14,12 +14,13 @@ Also here: the FHIR-side helpers every source needs (study UID, study time, the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, time
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from fhir_adapters.fhir_time import parse_fhir_input_time
 from fhir_adapters.imaging.dicom_keys import REASON_NO_FRONTAL_VIEW, REASON_NO_TIME
 from fhir_adapters.imaging.header import DicomHeader
 from fhir_adapters.imaging.reader import DicomSource, ImageReader
@@ -67,30 +68,14 @@ def study_uid(study: Resource) -> str:
     return ""
 
 
-def _fhir_datetime(text: str | None) -> datetime | None:
-    """FHIR dateTime -> aware UTC; a bare date means the end of that day; zone-less -> UTC."""
-    if not text:
-        return None
-    try:
-        if len(text) == 10:
-            day = datetime.fromisoformat(text)
-            return datetime.combine(day.date(), time(23, 59, 59, 999999), tzinfo=UTC)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def study_time(study: Resource, series_uid: str = "") -> datetime | None:
     """``series.started`` of the matching series, else ``ImagingStudy.started``."""
     for series in study.get("series") or []:
         if series_uid and series.get("uid") == series_uid:
-            started = _fhir_datetime(series.get("started"))
+            started = parse_fhir_input_time(series.get("started"))
             if started is not None:
                 return started
-    return _fhir_datetime(study.get("started"))
+    return parse_fhir_input_time(study.get("started"))
 
 
 def lazy_pixels(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from collections.abc import Sequence
+import tracemalloc
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from fhir_adapters.ndjson import NdjsonReport, group_by_patient, records_from_ndjson
 from fhir_adapters.record import build_records
+from moe_core.records import ImageRef, QualityNote
 from tests.fhir_adapters.fhir_fixtures import document, encounter, observation, patient
 
 
@@ -94,3 +97,70 @@ def test_synthea_bulk_document_references_become_notes(shared_data: Path, tmp_pa
     assert [(r.encounter_id, r.notes) for r in again] == [
         (r.encounter_id, r.notes) for r in records
     ]
+
+
+class _RecordingImageSource:
+    """An image source that records what ``related`` resources it was handed."""
+
+    def __init__(self) -> None:
+        self.related: list[list[str]] = []
+
+    def images_for(
+        self, study: Mapping[str, Any], related: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[ImageRef], list[QualityNote]]:
+        self.related.append([f"{r['resourceType']}/{r['id']}" for r in related])
+        return [], []
+
+
+def test_endpoint_resources_reach_the_image_source(tmp_path: Path) -> None:
+    from fhir_adapters.imaging.dicomweb import endpoint_address
+
+    out = tmp_path / "export"
+    out.mkdir()
+    study = {"resourceType": "ImagingStudy", "id": "s1", "status": "available",
+             "subject": {"reference": "Patient/p1"}, "started": "2150-03-01T10:00:00Z",
+             "endpoint": [{"reference": "Endpoint/pacs"}]}  # fmt: skip
+    endpoint = {"resourceType": "Endpoint", "id": "pacs", "status": "active",
+                "address": "http://pacs.test/dicom-web"}  # fmt: skip
+    _write(out / "Patient.ndjson", [patient("p1")])
+    _write(out / "Encounter.ndjson", [encounter("e1", "p1")])
+    _write(out / "ImagingStudy.ndjson", [study])
+    _write(out / "Endpoint.ndjson", [endpoint])
+    source = _RecordingImageSource()
+    report = NdjsonReport()
+    (rec,) = records_from_ndjson(out, ndjson_report=report, image_source=source)
+    assert rec.encounter_id == "e1"
+    assert source.related == [["Endpoint/pacs"]]
+    assert endpoint_address(study, [endpoint]) == "http://pacs.test/dicom-web"
+    assert report.kept["Endpoint"] == 1 and not report.no_patient
+
+
+def test_streaming_reader_memory_stays_bounded(tmp_path: Path) -> None:
+    """Python heap peak while grouping an export ~40x the spill bound stays near the bound."""
+    out = tmp_path / "big"
+    out.mkdir()
+    padding = "x" * 400
+    n_patients, per_patient = 2_000, 10
+    with (out / "Observation.ndjson").open("wb") as fh:
+        for k in range(per_patient):  # patient-interleaved, as a real export is
+            for p in range(n_patients):
+                obs = observation(f"o{p}-{k}", "8867-4", k, 70.0, "/min", pid=f"p{p:05d}",
+                                  note=[{"text": padding}])  # fmt: skip
+                fh.write(orjson.dumps(obs) + b"\n")
+    size = (out / "Observation.ndjson").stat().st_size
+    spill = 256 * 1024
+    assert size > 40 * spill
+    report = NdjsonReport()
+    groups = 0
+    tracemalloc.start()
+    try:
+        for _pid, resources in group_by_patient(out, spill_bytes=spill, report=report):
+            assert len(resources) == per_patient
+            groups += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert groups == n_patients and report.spilled
+    # The spill buffer, one SQLite insert batch (both <= spill bytes, ~3x as Python
+    # objects), one patient's parsed resources and interpreter noise -- not the export.
+    assert peak < 8 * spill, f"peak {peak:,} B for a {size:,} B export"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from fhir_adapters.quality import (
     DUPLICATE,
     IGNORED_STATUS,
     MALFORMED,
+    NOTE_FALLBACK_CHARSET,
     NOTE_UNREADABLE,
     OUT_OF_RANGE,
     UNKNOWN_CODE,
@@ -196,7 +199,12 @@ def test_base64_note_in_latin1_is_decoded() -> None:
     undeclared = document("l2", 2, text, encoding="latin-1")
     rec = _one([patient(), encounter(), declared, undeclared])
     assert [n.text for n in rec.notes] == [text, text]
-    assert NOTE_UNREADABLE in _reasons(rec)  # the undeclared one says how it was decoded
+    # The undeclared one says how it was decoded -- readable, so not "unreadable".
+    fallback = [q for q in rec.quality if q.reason == NOTE_FALLBACK_CHARSET]
+    assert [(q.source, q.detail) for q in fallback] == [
+        ("DocumentReference/l2", "not UTF-8; decoded as cp1252")
+    ]
+    assert NOTE_UNREADABLE not in _reasons(rec)
 
 
 def test_patient_with_no_observations() -> None:
@@ -255,3 +263,125 @@ def test_mimic_itemid_coding_without_unit_uses_the_itemid_unit() -> None:
                                "mimic-chartevents-d-items", "code": "226531"}]}  # fmt: skip
     rec = _one([patient(), encounter(), obs])
     assert _values(rec, "weight") == pytest.approx([99.79032])
+
+
+def _dated(res: dict[str, Any], key: str, value: str) -> dict[str, Any]:
+    res.pop("effectiveDateTime", None)
+    res.pop("date", None)
+    res[key] = value
+    return res
+
+
+def test_date_only_inputs_count_as_the_end_of_their_day() -> None:
+    """Window ends 2150-03-03 08:00: a note / value dated that day may be from 23:00."""
+    same_day_note = _dated(document("late", 0, "written that evening"), "date", "2150-03-03")
+    day_before = _dated(document("ok", 0, "written the day before"), "date", "2150-03-02")
+    same_day_obs = _dated(observation("hr", "8867-4", 0, 99.0, "/min"), "effectiveDateTime",
+                          "2150-03-03")  # fmt: skip
+    rec = _one([patient(), encounter(), same_day_note, day_before, same_day_obs])
+    assert rec.prediction_time == datetime(2150, 3, 3, 8, 0, tzinfo=UTC)
+    assert [n.text for n in rec.notes] == ["written the day before"]
+    assert rec.notes[0].time == datetime(2150, 3, 2, 23, 59, 59, 999999, tzinfo=UTC)
+    assert rec.events == []
+
+
+def test_date_only_anchor_keeps_the_start_of_its_day() -> None:
+    enc = encounter()
+    enc["period"] = {"start": "2150-03-01", "end": "2150-03-11"}
+    rec = _one([patient(), enc])
+    assert rec.anchor_time == datetime(2150, 3, 1, tzinfo=UTC)
+
+
+def test_effective_instant_is_used() -> None:
+    obs = _dated(observation("i", "8867-4", 0, 77.0, "/min"), "effectiveInstant",
+                 (ADMIT + timedelta(hours=6)).isoformat())  # fmt: skip
+    rec = _one([patient(), encounter(), obs])
+    assert [(e.time, e.value) for e in rec.events] == [(ADMIT + timedelta(hours=6), 77.0)]
+
+
+def test_effective_period_with_only_an_end() -> None:
+    end = ADMIT + timedelta(hours=9)
+    obs = _dated(observation("p", "8867-4", 0, 66.0, "/min"), "effectivePeriod",
+                 {"end": end.isoformat()})  # type: ignore[arg-type]  # fmt: skip
+    rec = _one([patient(), encounter(), obs])
+    assert [(e.time, e.value) for e in rec.events] == [(end, 66.0)]
+
+
+def test_cancelled_observation_is_ignored() -> None:
+    cancelled = observation("c", "8867-4", 1, 120.0, "/min", status="cancelled")
+    rec = _one([patient(), encounter(), cancelled, observation("k", "8867-4", 2, 70.0, "/min")])
+    assert _values(rec, "heart_rate") == [70.0]
+    assert [q.detail for q in rec.quality if q.reason == IGNORED_STATUS] == ["cancelled"]
+
+
+def test_diagnostic_report_presented_form_is_a_note() -> None:
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": "dr1",
+        "status": "final",
+        "category": [{"coding": [{"code": "RAD"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "36643-5"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": (ADMIT + timedelta(hours=4)).isoformat(),
+        "presentedForm": [
+            {"contentType": "application/pdf", "data": base64.b64encode(b"%PDF").decode()},
+            {"contentType": "text/plain",
+             "data": base64.b64encode(b"CXR: no consolidation.").decode()},
+        ],
+    }  # fmt: skip
+    rec = _one([patient(), encounter(), report])
+    assert [(n.kind, n.text, n.time) for n in rec.notes] == [
+        ("radiology", "CXR: no consolidation.", ADMIT + timedelta(hours=4))
+    ]
+
+
+def test_xhtml_note_is_read_as_text() -> None:
+    xhtml = '<html xmlns="http://www.w3.org/1999/xhtml"><body><p>Alert, oriented.</p></body></html>'
+    doc = document("x", 1, xhtml, content_type="application/xhtml+xml")
+    rec = _one([patient(), encounter(), doc])
+    assert [n.text for n in rec.notes] == ["Alert, oriented."]
+    assert NOTE_UNREADABLE not in _reasons(rec)
+
+
+def test_duplicate_last_updated_compares_instants_not_strings() -> None:
+    older = observation("hr", "8867-4", 1, 80.0, "/min")
+    older["meta"] = {"lastUpdated": "2150-03-02T10:00:00+02:00"}  # 08:00 UTC, sorts later as text
+    newer = copy.deepcopy(older)
+    newer["valueQuantity"]["value"] = 85.0
+    newer["meta"] = {"lastUpdated": "2150-03-02T09:00:00Z"}
+    for order in ([older, newer], [newer, older]):
+        rec = _one([patient(), encounter(), *order])
+        assert _values(rec, "heart_rate") == [85.0]
+
+
+def test_fio2_fraction_without_unit_is_read_as_percent() -> None:
+    resources = [
+        patient(),
+        encounter(),
+        observation("f1", "3150-0", 1, 0.4),
+        observation("f2", "3150-0", 2, 0.5, "1"),
+        observation("f3", "3150-0", 3, 60.0, "%"),
+    ]
+    rec = _one(resources)
+    assert _values(rec, "fio2") == pytest.approx([40.0, 50.0, 60.0])
+    assert OUT_OF_RANGE not in _reasons(rec)
+
+
+def test_gcs_total_is_derived_from_fhir_parts() -> None:
+    parts = [observation("e", "9267-6", 2, valueInteger=3), observation("m", "9268-4", 2,
+             valueInteger=5), observation("v", "9270-0", 2, valueInteger=4)]  # fmt: skip
+    rec = _one([patient(), encounter(), *parts])
+    assert _values(rec, "gcs_total") == [12.0]
+    charted = observation("t", "9269-2", 2, valueInteger=11)
+    rec = _one([patient(), encounter(), *parts, charted])
+    assert _values(rec, "gcs_total") == [11.0]  # a charted total is never overridden
+
+
+def test_lab_resulted_after_prediction_time_is_not_an_input() -> None:
+    """Drawn at 47 h, resulted (``issued``) at 50 h: unknown at the 48 h prediction."""
+    late = observation("late", "2160-0", 47, 1.4, "mg/dL",
+                       issued=(ADMIT + timedelta(hours=50)).isoformat())  # fmt: skip
+    early = observation("early", "2160-0", 46, 1.1, "mg/dL",
+                        issued=(ADMIT + timedelta(hours=47)).isoformat())  # fmt: skip
+    rec = _one([patient(), encounter(), late, early])
+    assert [(e.time, e.value) for e in rec.events] == [(ADMIT + timedelta(hours=46), 1.1)]

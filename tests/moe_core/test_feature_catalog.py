@@ -12,11 +12,13 @@ import pytest
 from moe_core.feature_catalog import (
     DEFAULT_SPEC,
     FEATURES,
+    ITEMID_LOINC,
     RACES,
     SPEC_VERSION,
     admission_type_category,
     answer_value,
     ethnicity_category,
+    loinc_for_itemid,
     race_category,
     sex_category,
 )
@@ -158,3 +160,43 @@ def test_itemids_exist_in_mimic_dictionaries(shared_data: Path) -> None:
     )
     missing = [(f.code, i) for f in FEATURES for i in f.itemids if i not in known]
     assert not missing
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [(0.21, None, 21.0), (0.5, "1", 50.0), (1.0, "", 100.0), (0.4, "%", 40.0),
+     (40.0, "%", 40.0), (60.0, None, 60.0), (0.35, "{fraction}", 35.0)],
+)  # fmt: skip
+def test_fio2_charted_as_a_fraction_becomes_percent(
+    value: float, unit: str | None, expected: float
+) -> None:
+    fio2 = BY_CODE["fio2"]
+    got = fio2.to_canonical(value, unit)
+    assert got is not None and math.isclose(got, expected)
+    assert fio2.is_plausible(got)
+
+
+def test_fio2_above_one_in_a_fraction_unit_stays_implausible() -> None:
+    fio2 = BY_CODE["fio2"]
+    got = fio2.to_canonical(21.0, "1")
+    assert got is not None and not fio2.is_plausible(got)
+    assert fio2.to_canonical(0.0, None) == 0.0 and not fio2.is_plausible(0.0)
+
+
+@pytest.mark.parametrize(
+    ("itemid", "loinc"),
+    [(50809, "2339-0"), (50931, "2345-7"), (50824, "2947-0"), (50983, "2951-2"),
+     (50822, "6298-4"), (50806, "2069-3"), (50810, "20570-8"), (51221, "4544-3"),
+     (220179, "76534-7"), (220050, "8480-6"), (50820, "11558-4")],
+)  # fmt: skip
+def test_each_itemid_has_its_own_loinc(itemid: int, loinc: str) -> None:
+    feature = DEFAULT_SPEC.by_itemid()[itemid]
+    assert loinc_for_itemid(feature, itemid) == loinc
+    assert DEFAULT_SPEC.by_loinc()[loinc] is feature  # maps back to the same feature
+
+
+def test_itemid_loinc_entries_belong_to_one_feature() -> None:
+    by_itemid = DEFAULT_SPEC.by_itemid()
+    for itemid, loinc in ITEMID_LOINC.items():
+        assert loinc in by_itemid[itemid].loinc, itemid
+        assert loinc != by_itemid[itemid].loinc[0], f"{itemid}: redundant entry"

@@ -254,3 +254,26 @@ def test_default_spec_vocabularies_cover_every_static_column() -> None:
     assert batch.ehr_values.shape == (1, WINDOW_HOURS, DEFAULT_SPEC.n_features)
     assert batch.ehr_mask[0, 1, 0] == 1.0
     assert (batch.ehr_static_cat[0] > 0).tolist() == [True, True, False, True]
+
+
+def test_gcs_total_is_derived_from_parts_charted_together() -> None:
+    """MIMIC never charts a total; FHIR may: both must see eye + motor + verbal."""
+    from moe_core.feature_catalog import DEFAULT_SPEC
+
+    t1, t2, t3 = T0 + HOUR, T0 + 2 * HOUR, T0 + 3 * HOUR
+    events = [
+        Event(t1, "gcs_eye", 3.0), Event(t1, "gcs_motor", 5.0), Event(t1, "gcs_verbal", 4.0),
+        Event(t2, "gcs_total", 9.0), Event(t2, "gcs_eye", 4.0), Event(t2, "gcs_motor", 6.0),
+        Event(t2, "gcs_verbal", 5.0),  # a charted total wins at its instant
+        Event(t3, "gcs_eye", 2.0), Event(t3, "gcs_motor", 4.0),  # no verbal: no total
+    ]  # fmt: skip
+    rec = _bare(events=events)
+    totals = [(e.time, e.value) for e in rec.events if e.code == "gcs_total"]
+    assert totals == [(t1, 12.0), (t2, 9.0)]
+    assert [(e.time, e.code) for e in rec.events] == sorted((e.time, e.code) for e in rec.events)
+    again = PatientRecord("p", "e", T0, T0 + 48 * HOUR, events=list(rec.events))
+    assert again.events == rec.events  # idempotent (records read back from a cohort store)
+    batch = RecordFeaturizer(DEFAULT_SPEC, NormStats.identity(DEFAULT_SPEC))([rec])
+    col = DEFAULT_SPEC.index()["gcs_total"]
+    assert batch.ehr_mask[0, 1, col] == 1.0 and batch.ehr_values[0, 1, col] == 12.0
+    assert batch.ehr_mask[0, 3, col] == 0.0

@@ -162,3 +162,13 @@ def test_metadata_headers_match_file_headers(nih_pixels: npt.NDArray[np.uint8]) 
     (header,) = headers_from_metadata(orjson.loads(_metadata(data)))
     assert header == PydicomReader().read_header(data)
     assert header.acquired_at == spec.acquired_at
+
+
+def test_unknown_study_answered_with_an_empty_list_is_noted() -> None:
+    """Some servers answer an unknown study's metadata with 200 [] instead of 404."""
+    empty = httpx.MockTransport(lambda request: httpx.Response(200, content=b"[]"))
+    source = DicomWebSource(base_url="https://pacs.example/dicom-web", transport=empty)
+    refs, notes = source.images_for(imaging_study(), [])
+    assert refs == []
+    assert [n.reason for n in notes] == [ImageRetrievalError.reason]
+    assert STUDY_UID in notes[0].detail

@@ -116,8 +116,9 @@ def test_unknown_study_and_missing_instance(orthanc: str) -> None:
     refs, notes = source.images_for(imaging_study("2.25.1"), [])
     source.close()
     assert refs == []
-    # Orthanc answers an unknown study's metadata with an empty list or 404.
-    assert notes == [] or notes[0].reason == ImageRetrievalError.reason
+    # Whether Orthanc answers 404 or an empty list, the study is reported as not retrieved.
+    assert [n.reason for n in notes] == [ImageRetrievalError.reason]
+    assert "2.25.1" in notes[0].detail
     with (
         DicomWebClient(f"{orthanc}/dicom-web") as client,
         pytest.raises(ImageRetrievalError),

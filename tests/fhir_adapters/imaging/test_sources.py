@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+import torch
 
 from fhir_adapters.imaging import (
     AttachmentSource,
@@ -26,6 +27,7 @@ from fhir_adapters.imaging.dicom_keys import (
 from fhir_adapters.imaging.errors import ImageReferenceError, TruncatedDicomError
 from fhir_adapters.imaging.local_folder import wado_path
 from fhir_adapters.imaging.synthetic import write_cxr_dicom
+from moe_core.features import image_tensor
 from moe_core.modalities import Modality
 from moe_core.records import ImageRef, PatientRecord
 from tests.fhir_adapters.imaging.study_fixtures import (
@@ -238,9 +240,6 @@ def test_combined_source_uses_the_first_that_finds_images(
 def test_pixels_resize_and_normalise_through_image_tensor(
     nih_pixels: npt.NDArray[np.uint8],
 ) -> None:
-    torch = pytest.importorskip("torch")
-    from moe_core.features import image_tensor
-
     _, data = film(nih_pixels, "PA", 1, monochrome1=True)
     refs, _ = AttachmentSource().images_for(imaging_study(), [document_reference("d1", data)])
     tensor = image_tensor(refs[0].load())
