@@ -33,6 +33,7 @@ __all__ = [
     "build_cards",
     "format_percent",
     "indicator_for",
+    "untrained_modalities",
 ]
 
 INDICATORS = ("info", "warning", "critical")  # increasing urgency (CDS Hooks 2.0)
@@ -100,6 +101,34 @@ def expert_words(name: str) -> str:
     return name
 
 
+def untrained_modalities(
+    used: Sequence[str], trained_combinations: Sequence[Sequence[str]]
+) -> tuple[str, ...]:
+    """Used modalities that no expert saw in training (none when combinations are unknown).
+
+    The gate still routes such a patient to the trained experts, so the estimate stands,
+    but a clinician should know it rests on data the model never learned from.
+    """
+    if not trained_combinations:
+        return ()
+    trained = {m for combo in trained_combinations for m in combo}
+    return tuple(m for m in used if m not in trained)
+
+
+def _untrained_text(
+    untrained: Sequence[str], trained_combinations: Sequence[Sequence[str]]
+) -> str:
+    words = " and ".join(_MODALITY_WORDS.get(m, m) for m in untrained)
+    combos = "; ".join(
+        " + ".join(_MODALITY_WORDS.get(m, m) for m in combo) for combo in trained_combinations
+    )
+    return (
+        f"**Note:** {words} {'was' if len(untrained) == 1 else 'were'} not part of any "
+        f"data combination this model was trained with ({combos}); the model combined "
+        "its trained experts for this patient."
+    )
+
+
 def _summary(task: Task, risk: float, indicator: str, synthetic: bool) -> str:
     text = f"{task.title} risk {format_percent(risk)} ({_LEVEL_WORDS[indicator]})"
     if synthetic:
@@ -146,6 +175,9 @@ def _detail(
         else:
             lines.append(f"- {word}: missing (the model used its learned stand-in)")
     lines.append("")
+    untrained = untrained_modalities(view.modalities_used, model.trained_combinations)
+    if untrained:
+        lines += [_untrained_text(untrained, model.trained_combinations), ""]
 
     top = sorted(view.gate_weights.items(), key=lambda kv: kv[1], reverse=True)
     top = [(n, w) for n, w in top if w > 0.005][:3]

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     jwt_leeway_s: int = Field(default=30, ge=0, le=300)
     jwt_max_age_s: int = Field(default=600, ge=30, description="Oldest accepted iat.")
     jwks_cache_ttl_s: int = Field(default=300, ge=0)
+    jwks_min_refresh_s: float = Field(
+        default=60.0, ge=0,
+        description="Least time between two JWKS reloads forced by an unknown 'kid'.",
+    )
     public_base_url: str | None = Field(
         default=None,
         description="Base URL the EHR calls (for the JWT 'aud' check behind a proxy); "

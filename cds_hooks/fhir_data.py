@@ -9,6 +9,11 @@ pages, resources and time). Tokens are only ever sent to URLs under ``fhirServer
 When a required key (Patient, Encounter, Observations) cannot be had,
 ``PreconditionFailedError`` is raised and the route answers 412. Optional keys that cannot
 be had become data-quality notes and the modality counts as missing.
+
+Prefetch searches can only be bounded by ``today() - lookback_days``; an admission that
+began before that bound (a long stay) would silently lose the start of its observation
+window. For such an admission the window's own searches are run on ``fhirServer``
+instead, or, without a server, the card says the window may be incomplete.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ __all__ = [
 _TOKEN = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 _TODAY = re.compile(r"^today\(\)\s*(?:([+-])\s*(\d+)\s*days?)?$")
 _FHIR_JSON = "application/fhir+json"
+# Keys whose prefetch templates are bounded by ``today() - lookback_days``.
+_WINDOWED_KEYS = frozenset(
+    {PrefetchKey.OBSERVATIONS, PrefetchKey.DOCUMENTS, PrefetchKey.IMAGING}
+)
 
 
 class PreconditionFailedError(Exception):
@@ -288,6 +297,58 @@ def _windowed(
     return f"{KEY_RESOURCE_TYPE[key]}?patient={patient}&{param}=ge{lo}&{param}=lt{hi}{count}"
 
 
+def _starts_before_bound(window: tuple[datetime, datetime] | None, bound: date) -> bool:
+    """Whether the window may begin before a prefetch's ``ge<bound>`` date filter.
+
+    The bound is a date without time zone, which servers read in their own zone, so an
+    admission on the bound's own day counts as (possibly) before it.
+    """
+    return window is not None and window[0].date() <= bound
+
+
+async def _recover_window(
+    results: list[tuple[PrefetchKey, list[dict[str, Any]] | None, str]],
+    queries: Mapping[PrefetchKey, str | None],
+    fetcher: FhirFetcher | None,
+    bound: date,
+    window_hours: int,
+) -> list[str]:
+    """Refetch date-bounded prefetched keys with the admission's own window, in place.
+
+    Returns data-quality notes for what could not be recovered.
+    """
+    stale = [
+        i for i, (key, res, src) in enumerate(results)
+        if key in _WINDOWED_KEYS and res is not None and src == "prefetch"
+    ]
+    if not stale:
+        return []
+    if fetcher is None:
+        return [
+            f"the admission began before the prefetch's date limit ({bound.isoformat()}) "
+            f"and no fhirServer was given: data from the first {window_hours} h of the stay "
+            "may be missing"
+        ]
+    notes: list[str] = []
+
+    async def refetch(i: int) -> None:
+        key = results[i][0]
+        query = queries[key]
+        try:
+            if query is None:
+                raise FetchError("the hook context lacks a field its query needs")
+            results[i] = (key, await fetcher.search(query), "fhirServer")
+        except FetchError as exc:
+            notes.append(
+                f"{KEY_RESOURCE_TYPE[key]} data of the admission's first {window_hours} h "
+                f"(before the prefetch's date limit {bound.isoformat()}) could not be "
+                f"fetched: {exc}"
+            )
+
+    await asyncio.gather(*(refetch(i) for i in stale))
+    return notes
+
+
 async def gather_resources(
     service: ServiceDefinition,
     context: Mapping[str, Any],
@@ -296,12 +357,18 @@ async def gather_resources(
     fhir_server: str | None,
     access_token: str | None,
     *,
+    window_hours: int,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> GatheredData:
-    """Resources for every prefetch key of ``service`` (see module docstring)."""
+    """Resources for every prefetch key of ``service`` (see module docstring).
+
+    ``window_hours`` is the served model's observation window (``ModelService``), so the
+    searches bound here match what the model reads.
+    """
     prefetch = prefetch or {}
     templates = service.prefetch(settings.lookback_days)
     today = date.today()
+    bound = today - timedelta(days=settings.lookback_days)  # the templates' ``ge`` date
     queries = {k: render_template(templates[k], context, today) for k in PREFETCH_KEYS}
     encounter_id = context.get("encounterId")
     if isinstance(encounter_id, str) and encounter_id:  # a known encounter: read it directly
@@ -331,11 +398,16 @@ async def gather_resources(
             # Fetching ourselves, we can bound searches by the admission's own window
             # (prefetch tokens cannot express it); the prefetch, when given, is used as is.
             encounters = next((r for k, r, _ in results if k is PrefetchKey.ENCOUNTER), None)
-            window = _admission_window(encounters or [], context, settings.window_hours)
+            window = _admission_window(encounters or [], context, window_hours)
             if window is not None:
                 for key in rest:
                     queries[key] = _windowed(key, context, *window) or queries[key]
-            results += await asyncio.gather(*(one(k) for k in rest))
+            tail = list(await asyncio.gather(*(one(k) for k in rest)))
+            if _starts_before_bound(window, bound):
+                data.notes += await _recover_window(
+                    tail, queries, fetcher, bound, window_hours
+                )
+            results += tail
     except TimeoutError as exc:
         raise PreconditionFailedError(
             f"FHIR data could not be gathered within {settings.fhir_total_timeout_s:g} s"

@@ -88,7 +88,9 @@ async def _build_state(settings: Settings, model: ModelService | None) -> AppSta
         state.verifier = TokenVerifier(
             trusted_issuers=settings.trusted_issuers,
             algorithms=settings.jwt_algorithms,
-            jwks=JWKSCache(settings.jwks_cache_ttl_s),
+            jwks=JWKSCache(
+                settings.jwks_cache_ttl_s, min_refresh_s=settings.jwks_min_refresh_s
+            ),
             remember_jti=state.remember_jti,
             leeway_s=settings.jwt_leeway_s,
             max_age_s=settings.jwt_max_age_s,
@@ -155,7 +157,7 @@ def create_app(settings: Settings | None = None, model: ModelService | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_r: Request, exc: StarletteHTTPException) -> Response:
-        codes = {404: "not-found", 400: "invalid", 503: "transient"}
+        codes = {404: "not-found", 400: "invalid", 413: "too-costly", 503: "transient"}
         code = codes.get(exc.status_code, "processing")
         return operation_outcome(exc.status_code, code, str(exc.detail))
 
@@ -174,6 +176,7 @@ def create_app(settings: Settings | None = None, model: ModelService | None = No
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    app.add_middleware(RequestTiming)
+    # The last added runs first: timing wraps the size limit, so 413s are logged too.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestTiming)
     return app

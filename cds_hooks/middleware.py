@@ -5,15 +5,29 @@ from __future__ import annotations
 import time
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds_hooks.logging_setup import log_event
 
-__all__ = ["BodySizeLimit", "RequestTiming"]
+__all__ = ["BodySizeLimit", "RequestTiming", "too_large_message"]
 
 
-class _TooLargeError(Exception):
-    pass
+def too_large_message(max_bytes: int) -> str:
+    """The one wording of the 413 answer, whichever layer notices the oversize body."""
+    return f"request body exceeds the limit of {max_bytes} bytes"
+
+
+class _TooLargeError(HTTPException):
+    """Raised from ``receive`` once a streamed (e.g. chunked) body passes the limit.
+
+    It is an ``HTTPException`` on purpose: FastAPI's body parsing turns any *other*
+    exception raised while reading the body into "400 error parsing the body", but
+    re-raises ``HTTPException``s, so the app's exception handler answers 413.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status_code=413, detail=too_large_message(max_bytes))
 
 
 def _outcome(status: int, text: str) -> bytes:
@@ -26,7 +40,8 @@ def _outcome(status: int, text: str) -> bytes:
 
 
 class BodySizeLimit:
-    """Refuses bodies over ``max_bytes`` (by Content-Length, and while streaming)."""
+    """Refuses bodies over ``max_bytes`` with 413: by Content-Length before the app runs,
+    and, for bodies without one (chunked), while the app reads them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -54,7 +69,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLargeError
+                    raise _TooLargeError(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -70,7 +85,7 @@ class BodySizeLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = _outcome(413, f"request body exceeds the limit of {self.max_bytes} bytes")
+        body = _outcome(413, too_large_message(self.max_bytes))
         await send(
             {
                 "type": "http.response.start",

@@ -11,17 +11,19 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
 
+import httpx
 import orjson
 
 from cds_hooks.config import Settings
 from cds_hooks.prediction import ModelInfo, PopulationStats, PredictionView
-from moe_core.modalities import Modality, Task
+from moe_core.modalities import MODALITIES, Modality, Task
 from moe_core.records import DEFAULT_WINDOW_HOURS
 
 __all__ = [
@@ -29,8 +31,10 @@ __all__ = [
     "POPULATION_FILE",
     "SERVICE_INFO_FILE",
     "BoundedCache",
+    "FhirBinaryResolver",
     "ModelService",
     "load_population",
+    "resolve_window_hours",
 ]
 
 POPULATION_FILE = "population.json"  # {"task key": {"prevalence": p, "quantiles": [...]}}
@@ -99,6 +103,98 @@ def load_population(folder: Path) -> dict[str, PopulationStats]:
     return out
 
 
+def _recorded_window_hours(meta: Mapping[str, Any]) -> int | None:
+    """The observation window a checkpoint says it was trained on, if it says so."""
+    training = meta.get("training")
+    for where in (meta, training if isinstance(training, Mapping) else {}):
+        value = where.get("window_hours")
+        if value is not None:
+            return int(value)
+    return None
+
+
+def resolve_window_hours(meta: Mapping[str, Any], settings: Settings) -> int:
+    """The one observation window the service uses (data fetch, assembly and cards).
+
+    The checkpoint's own window wins when it records one, because a model fed a
+    different window than it was trained on is silently miscalibrated; a setting that
+    was given explicitly (``MOE_HEALTH_WINDOW_HOURS``) and contradicts it is an error.
+    Without a recorded window the setting is used.
+    """
+    recorded = _recorded_window_hours(meta)
+    if recorded is None:
+        return settings.window_hours
+    if "window_hours" in settings.model_fields_set and settings.window_hours != recorded:
+        raise ValueError(
+            f"MOE_HEALTH_WINDOW_HOURS={settings.window_hours} contradicts the checkpoint, "
+            f"which was trained on a {recorded} h observation window; unset it or use "
+            f"{recorded}"
+        )
+    return recorded
+
+
+def _trained_combinations(predictor: Any) -> tuple[tuple[str, ...], ...]:
+    """Modality names of each expert's training combination (empty for non-MoE models)."""
+    model: Any = getattr(predictor, "model", None)
+    if getattr(model, "kind", "") != "moe":
+        return ()
+    combinations = model.config.moe.combinations
+    return tuple(
+        tuple(m.name for m in MODALITIES if bool(combo[int(m)])) for combo in combinations
+    )
+
+
+class FhirBinaryResolver:
+    """Attachment URL -> bytes from ``fhirServer`` with the hook's bearer token.
+
+    Only URLs under ``fhirServer`` (relative ``Binary/...`` or absolute) are fetched:
+    the token was issued for that server, and fetching URLs a caller names anywhere
+    else would leak it and let callers make this service request arbitrary hosts.
+    Built on ``fhir_adapters.client.FhirClient.binary`` (the resolver shape
+    ``AttachmentSource`` and ``build_records`` accept); no retries, so a slow server
+    costs one timeout, not several.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        access_token: str | None,
+        timeout_s: float,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        from fhir_adapters.client import FhirClient, RetryPolicy
+
+        self._client = FhirClient(
+            base_url,
+            auth=access_token,
+            timeout=timeout_s,
+            retry=RetryPolicy(retries=0),
+            transport=transport,
+        )
+        self.base_url = self._client.base_url
+
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` (resolved against fhirServer) stays under fhirServer."""
+        absolute = urljoin(self.base_url, url)
+        if not absolute.startswith(self.base_url):
+            return False
+        return ".." not in unquote(urlsplit(absolute).path).split("/")
+
+    def __call__(self, url: str) -> tuple[bytes, str | None]:
+        from fhir_adapters.imaging.errors import ImageReferenceError
+
+        if not self.owns(url):
+            raise ImageReferenceError(
+                "attachment URL lies outside fhirServer; not fetched (the access token "
+                "is only sent to fhirServer)"
+            )
+        return self._client.binary(url)
+
+    def close(self) -> None:
+        self._client.close()
+
+
 def _checksum(folder: Path) -> str:
     h = hashlib.sha256()
     files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
@@ -121,6 +217,9 @@ class ModelService:
     synthetic: bool
     population: dict[str, PopulationStats] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    window_hours: int = DEFAULT_WINDOW_HOURS  # the one window: see resolve_window_hours
+    trained_combinations: tuple[tuple[str, ...], ...] = ()  # modality names per expert
+    fetch_timeout_s: float = 10.0  # attachment fetches from fhirServer
 
     @classmethod
     def load(cls, settings: Settings) -> ModelService:
@@ -159,6 +258,9 @@ class ModelService:
             synthetic=bool(info.get("synthetic", True)),
             population=load_population(folder),
             metrics=dict(meta.get("metrics") or {}),
+            window_hours=resolve_window_hours(meta, settings),
+            trained_combinations=_trained_combinations(predictor),
+            fetch_timeout_s=settings.fhir_read_timeout_s,
         )
 
     def registry_fields(self) -> dict[str, Any]:
@@ -178,6 +280,7 @@ class ModelService:
             card_url=f"{base_url}/model-card",
             synthetic=self.synthetic,
             population=self.population,
+            trained_combinations=self.trained_combinations,
         )
 
     def card_markdown(self) -> str:
@@ -196,17 +299,38 @@ class ModelService:
         patient_id: str,
         encounter_id: str | None,
         gather_notes: Sequence[str] = (),
+        fhir_server: str | None = None,
+        access_token: str | None = None,
     ) -> PredictionView:
-        """Assemble the admission from ``resources`` and predict (blocking; run in a thread)."""
+        """Assemble the admission from ``resources`` and predict (blocking; run in a thread).
+
+        Attachments (X-ray DICOM, note text) come inline, from a Binary among the
+        resources, or, when the hook gave a ``fhirServer``, from URLs under that server
+        fetched with the hook's token; never from files or other URLs a caller names.
+        """
         from fhir_adapters.imaging.attachments import AttachmentSource
         from fhir_adapters.record import build_records
+        from moe_core.features import window_start as model_window_start
 
         now = datetime.now(UTC)
-        images = AttachmentSource()  # DICOM sent inline; never files or URLs named by the caller
         notes = list(gather_notes)
-        # One assembly with the full window; an ongoing stay is then cut at "now" (no data
-        # after now exists, so this equals assembling with prediction_time=now).
-        records = build_records(list(resources), image_source=images)
+        resolver = (
+            FhirBinaryResolver(fhir_server, access_token, self.fetch_timeout_s)
+            if fhir_server
+            else None
+        )
+        try:
+            # One assembly with the full window; an ongoing stay is then cut at "now" (no
+            # data after now exists, so this equals assembling with prediction_time=now).
+            records = build_records(
+                list(resources),
+                window_hours=self.window_hours,
+                image_source=AttachmentSource(resolver),
+                binary_resolver=resolver,
+            )
+        finally:
+            if resolver is not None:
+                resolver.close()
         record = _choose(records, patient_id, encounter_id)
         if record is None:
             reason = "no inpatient encounter with a start time to score"
@@ -215,14 +339,14 @@ class ModelService:
             # Date-shifted records (synthetic or de-identified data) start in the future.
             notes.append(
                 "record dates lie in the future (date-shifted data): the first "
-                f"{DEFAULT_WINDOW_HOURS} h of the admission were used"
+                f"{self.window_hours} h of the admission were used"
             )
         elif now < record.prediction_time:
             record.prediction_time = now
         pred = self.predictor.predict([record])[0]
         notes += [_quality_text(q) for q in pred.quality]
         cutoff = record.prediction_time
-        window_start = max(record.anchor_time, cutoff - timedelta(hours=DEFAULT_WINDOW_HOURS))
+        window_start = model_window_start(record)  # what the featuriser actually reads
         present = record.present
         return PredictionView(
             patient_ref=f"Patient/{patient_id}",

@@ -37,6 +37,9 @@ class ModelInfo:
     card_url: str  # absolute URL of the model card served by this app
     synthetic: bool = True  # trained on synthetic patients: never for clinical use
     population: dict[str, PopulationStats] = field(default_factory=dict)  # task key -> stats
+    # Modality names of each expert's training combination, e.g. (("EHR", "TEXT"), ("EHR",));
+    # empty when unknown (non-MoE checkpoints).
+    trained_combinations: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,26 +56,54 @@ class TokenClaims:
 
 
 class JWKSCache:
-    """JWK Sets per location (https URL or local file), cached for ``ttl_s`` seconds."""
+    """JWK Sets per location (https URL or local file), cached for ``ttl_s`` seconds.
 
-    def __init__(self, ttl_s: float, *, timeout_s: float = 5.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    A forced refresh (a token names a ``kid`` the cached set lacks, e.g. after key
+    rotation) reloads a location at most once per ``min_refresh_s``: otherwise every
+    token with a made-up ``kid`` would make this service fetch the issuer's JWKS, which
+    lets anyone turn it into a request amplifier against the issuer.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float,
+        *,
+        min_refresh_s: float = 60.0,
+        timeout_s: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl_s = ttl_s
+        self.min_refresh_s = min_refresh_s
         self.timeout_s = timeout_s
         self._transport = transport
+        self._clock = clock
         self._cache: dict[str, tuple[float, dict[str, _Key]]] = {}
         self._lock = asyncio.Lock()
 
-    async def keys(self, location: str, *, refresh: bool = False) -> dict[str, _Key]:
-        """``kid`` -> key for the set at ``location``."""
-        now = time.monotonic()
+    def _fresh(self, location: str, refresh: bool) -> dict[str, _Key] | None:
+        """The cached set when it may be used as is, else ``None`` (load it)."""
         hit = self._cache.get(location)
-        if hit is not None and not refresh and now - hit[0] < self.ttl_s:
+        if hit is None:
+            return None
+        age = self._clock() - hit[0]
+        if age < (self.min_refresh_s if refresh else self.ttl_s):
             return hit[1]
+        return None
+
+    async def keys(self, location: str, *, refresh: bool = False) -> dict[str, _Key]:
+        """``kid`` -> key for the set at ``location`` (``refresh``: reload unless the set
+        was loaded less than ``min_refresh_s`` ago)."""
+        cached = self._fresh(location, refresh)
+        if cached is not None:
+            return cached
         async with self._lock:
+            cached = self._fresh(location, refresh)  # loaded while we waited for the lock
+            if cached is not None:
+                return cached
             raw = await self._load(location)
             keys = _parse_jwks(raw, location)
-            self._cache[location] = (time.monotonic(), keys)
+            self._cache[location] = (self._clock(), keys)
             return keys
 
     async def _load(self, location: str) -> Any:

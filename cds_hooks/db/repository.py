@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from cds_hooks.db.models import BatchJob, Feedback, ModelVersion, Prediction, SeenToken
 from cds_hooks.db.session import Database
@@ -70,16 +71,17 @@ class Repository:
         path: str,
         metrics: Mapping[str, Any] | None = None,
     ) -> int:
-        """Id of the registry row for this checkpoint, inserting it the first time."""
-        with self.db.session() as s:
-            row = s.scalar(
-                select(ModelVersion).where(
-                    ModelVersion.name == name,
-                    ModelVersion.version == version,
-                    ModelVersion.checksum == checksum,
-                )
-            )
-            if row is None:
+        """Id of the registry row for this checkpoint, inserting it the first time.
+
+        Idempotent across processes: workers starting together may both miss the row and
+        both insert; the loser's insert violates the (name, version, checksum) unique
+        constraint and it then reads the winner's row.
+        """
+        try:
+            with self.db.session() as s:
+                found = self._model_id(s, name, version, checksum)
+                if found is not None:
+                    return found
                 row = ModelVersion(
                     name=name,
                     version=version,
@@ -90,7 +92,24 @@ class Repository:
                 )
                 s.add(row)
                 s.flush()
-            return int(row.id)
+                return int(row.id)
+        except IntegrityError:
+            with self.db.session() as s:
+                found = self._model_id(s, name, version, checksum)
+            if found is None:  # the conflict was not the concurrent insert: a real error
+                raise
+            return found
+
+    @staticmethod
+    def _model_id(s: Session, name: str, version: str, checksum: str) -> int | None:
+        row_id = s.scalar(
+            select(ModelVersion.id).where(
+                ModelVersion.name == name,
+                ModelVersion.version == version,
+                ModelVersion.checksum == checksum,
+            )
+        )
+        return None if row_id is None else int(row_id)
 
     def models(self) -> list[ModelVersion]:
         with self.db.session() as s:

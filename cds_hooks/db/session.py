@@ -2,32 +2,45 @@
 
 ``upgrade_to_head`` applies the packaged Alembic migrations programmatically (no
 ``alembic.ini`` needed), so a fresh SQLite file or an empty PostgreSQL database is
-brought to the current schema when the service starts.
+brought to the current schema when the service starts. ``serve --workers N`` starts N
+processes that all migrate at once, so migrations are serialised: a PostgreSQL advisory
+lock, or an ``flock`` on a file beside a SQLite database. The workers that wait then
+find the schema at head and do nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["MIGRATIONS_DIR", "Database", "alembic_config", "upgrade_to_head"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Any constant works; it only has to be the same in every process of this service
+# ("moeHealt" in ASCII, a positive 64-bit integer as pg_advisory_xact_lock wants).
+_PG_MIGRATION_LOCK = 0x6D6F_6548_6561_6C74
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (``None`` for in-memory databases)."""
+    path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
+    return Path(path) if path and path != ":memory:" else None
 
 
 def _make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_file = _sqlite_file(url)
+        if sqlite_file is not None:
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
@@ -50,10 +63,33 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed), held for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def upgrade_to_head(engine: Engine) -> None:
-    """Apply every pending migration on ``engine``'s database."""
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
+    """Apply every pending migration on ``engine``'s database, one process at a time."""
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = alembic_config(url)
+    sqlite_file = _sqlite_file(url)
+    lock: AbstractContextManager[None] = (
+        _file_lock(sqlite_file.with_name(sqlite_file.name + ".migrate.lock"))
+        if sqlite_file is not None
+        else nullcontext()
+    )
+    with lock, engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Held until this transaction ends; PostgreSQL DDL is transactional, so the
+            # next worker sees either no schema or the whole new one.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -17,6 +17,7 @@ from cds_hooks.cards import build_cards
 from cds_hooks.deps import ClientDep, SettingsDep, StateDep
 from cds_hooks.fhir_data import PreconditionFailedError, gather_resources
 from cds_hooks.logging_setup import log_event
+from cds_hooks.prediction import PredictionView
 from cds_hooks.schemas import CDSRequest, CDSResponse
 from cds_hooks.services import ServiceId, service_by_id
 from moe_core.modalities import Task
@@ -51,6 +52,35 @@ _TASK_ORDER = {
     ServiceId.PATIENT_VIEW: (Task.MORTALITY, Task.LONG_LOS, Task.READMISSION),
     ServiceId.ENCOUNTER_DISCHARGE: (Task.READMISSION, Task.MORTALITY, Task.LONG_LOS),
 }
+
+
+async def predict_serialised(
+    lock: asyncio.Lock, timeout_s: float, predict: Callable[[], PredictionView]
+) -> PredictionView:
+    """Run ``predict`` in a worker thread, one at a time; 503 after ``timeout_s``.
+
+    A thread cannot be stopped, so on timeout the caller gets its 503 at once while the
+    thread runs on. The lock stays held until that thread has finished (released by the
+    task's done-callback, not by leaving this function): otherwise each timed-out
+    request would leave a model call behind and the next one would start beside it,
+    piling up CPU-bound threads exactly when the service is already too slow.
+    """
+    await lock.acquire()
+    task = asyncio.ensure_future(to_thread.run_sync(predict))
+    task.add_done_callback(lambda t: _release_after(lock, t))
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout=timeout_s)
+    except TimeoutError as exc:
+        log_event("prediction_timeout", logging.WARNING, timeout_s=timeout_s)
+        raise HTTPException(status_code=503, detail="prediction timed out") from exc
+
+
+def _release_after(lock: asyncio.Lock, task: asyncio.Future[PredictionView]) -> None:
+    """Done-callback: free the model for the next call; retrieve an abandoned result's
+    exception so asyncio does not report it as never retrieved."""
+    lock.release()
+    if not task.cancelled():
+        task.exception()
 
 
 def base_url(request: Request, public_base_url: str | None) -> str:
@@ -101,6 +131,7 @@ async def call_service(
     try:
         gathered = await gather_resources(
             service, context, body.prefetch, settings, server, token,
+            window_hours=state.model.window_hours,
             transport=state.fhir_transport,
         )
     except PreconditionFailedError as exc:
@@ -110,20 +141,18 @@ async def call_service(
         )
         raise
 
-    async with state.inference_lock:
-        try:
-            view = await asyncio.wait_for(
-                to_thread.run_sync(
-                    state.model.predict_view,
-                    gathered.all_resources(),
-                    body.context.patientId,
-                    body.context.encounterId,
-                    gathered.notes,
-                ),
-                timeout=settings.request_timeout_s,
-            )
-        except TimeoutError as exc:
-            raise HTTPException(status_code=503, detail="prediction timed out") from exc
+    view = await predict_serialised(
+        state.inference_lock,
+        settings.request_timeout_s,
+        lambda: state.model.predict_view(
+            gathered.all_resources(),
+            body.context.patientId,
+            body.context.encounterId,
+            gathered.notes,
+            server,
+            token,
+        ),
+    )
 
     base = base_url(request, settings.public_base_url)
     card_set = build_cards(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from cds_hooks.cards import build_cards, expert_words, format_percent, indicator_for
+from cds_hooks.cards import (
+    build_cards,
+    expert_words,
+    format_percent,
+    indicator_for,
+    untrained_modalities,
+)
 from cds_hooks.config import RiskThresholds, Settings
 from cds_hooks.prediction import ModelInfo, PopulationStats, PredictionView
 from moe_core.modalities import Task
@@ -132,3 +139,32 @@ def test_summary_stays_under_140_characters_for_every_task() -> None:
         view = _view(risks={task.key: 0.999})
         for card in _cards(view).cards:
             assert len(card["summary"]) < 140
+
+
+def _cards_with(view: PredictionView, combos: tuple[tuple[str, ...], ...]) -> Any:
+    model = dataclasses.replace(MODEL, trained_combinations=combos)
+    return build_cards(
+        view, model=model, thresholds=Settings().thresholds, tasks=TASKS, risk_assessment=_ra
+    )
+
+
+def test_detail_names_training_combinations_when_a_used_modality_was_never_trained() -> None:
+    view = _view(modalities_used=("EHR", "IMAGE"), modalities_missing=("TEXT",), n_images=1)
+    cards = _cards_with(view, (("EHR", "TEXT"), ("EHR",))).cards
+    for card in cards:
+        assert (
+            "chest X-ray was not part of any data combination this model was trained with "
+            "(vitals & labs + clinical notes; vitals & labs)"
+        ) in card["detail"]
+    assert untrained_modalities(("EHR", "IMAGE", "TEXT"), (("EHR",),)) == ("IMAGE", "TEXT")
+
+
+@pytest.mark.parametrize(
+    "combos",
+    [(("EHR", "TEXT"), ("IMAGE",)), ()],
+    ids=["every-used-modality-trained", "combinations-unknown"],
+)
+def test_no_training_note_when_not_warranted(combos: tuple[tuple[str, ...], ...]) -> None:
+    view = _view(modalities_used=("EHR", "IMAGE"), modalities_missing=("TEXT",), n_images=1)
+    for card in _cards_with(view, combos).cards:
+        assert "not part of any data combination" not in card["detail"]

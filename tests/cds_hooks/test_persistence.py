@@ -5,11 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
+from cds_hooks.config import Settings, default_model_path
 from cds_hooks.db import Repository
+from cds_hooks.main import create_app
+from cds_hooks.model_service import ModelService
+from tests.cds_hooks.conftest import audit_rows, hook_body
 from tests.servers import start_postgres
 
 TABLES = {"model_versions", "predictions", "feedback", "batch_jobs", "seen_tokens"}
@@ -86,3 +92,40 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
 @pytest.mark.integration
 def test_postgresql_schema_and_restart(postgres_url: str) -> None:
     _exercise(postgres_url)
+
+
+@pytest.mark.integration
+def test_app_on_postgresql_via_database_url_serves_and_keeps_its_audit_log(
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    demo_model: ModelService,
+    demo_patients: list[dict[str, Any]],
+) -> None:
+    """The service configured only through DATABASE_URL answers a hook call on PostgreSQL,
+    and the call's audit row is still there after the app restarts."""
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.delenv("MOE_HEALTH_DATABASE_URL", raising=False)
+    settings = Settings(
+        model_path=default_model_path(),
+        data_dir=tmp_path / "data",
+        auth_disabled=True,
+        torch_threads=0,
+    )
+    assert settings.resolved_database_url == postgres_url
+    patient = next(p for p in demo_patients if p["pattern"] == "E+T")
+    body = hook_body(patient, hookInstance="pg-restart-check")
+    with TestClient(create_app(settings, demo_model)) as client:
+        assert client.get("/readyz").json()["database"] == "ok"
+        resp = client.post("/cds-services/patient-view", json=body)
+        assert resp.status_code == 200, resp.text
+        card_uuids = [c["uuid"] for c in resp.json()["cards"]]
+        assert len(card_uuids) == 3
+        assert audit_rows(client, "pg-restart-check")[0].card_uuids == card_uuids
+    with TestClient(create_app(settings, demo_model)) as client:  # a restart
+        app: Any = client.app
+        assert app.state.cds.repository.db.engine.dialect.name == "postgresql"
+        rows = audit_rows(client, "pg-restart-check")
+        assert len(rows) == 1 and rows[0].card_uuids == card_uuids
+        assert set(rows[0].risks) == {"mortality", "long_los", "readmission"}
+        assert len(app.state.cds.repository.models()) == 1  # registered once, not per start

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cds_hooks.db import Repository
 from cds_hooks.security import AuthError, JWKSCache, TokenClaims, TokenVerifier
+from tests.cds_hooks.http_fixtures import static_server
 from tests.cds_hooks.jwt_keys import (
     ISSUER,
     SigningKeys,
@@ -174,3 +176,62 @@ def test_jwks_from_url_is_cached_until_its_ttl(keys: SigningKeys, tmp_path: Path
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_unknown_kids_reload_the_jwks_at_most_once_per_min_interval(
+    keys: SigningKeys, tmp_path: Path
+) -> None:
+    """Tokens with made-up kids must not each make the service fetch the issuer's JWKS."""
+    jwks = keys.jwks_path.read_bytes()
+    repo = Repository.open(f"sqlite:///{tmp_path / 'kid.db'}")
+
+    async def remember(iss: str, jti: str, exp: datetime) -> bool:
+        return repo.remember_jti(iss, jti, exp)
+
+    clock = _Clock()
+    with static_server({"/jwks.json": (jwks, "application/json")}) as (origin, seen):
+        verifier = TokenVerifier(
+            trusted_issuers={ISSUER: f"{origin}/jwks.json"},
+            algorithms=["ES384"],
+            jwks=JWKSCache(ttl_s=300, min_refresh_s=60, clock=clock),
+            remember_jti=remember,
+        )
+
+        async def attempts(n: int) -> None:
+            for i in range(n):
+                with pytest.raises(AuthError, match="kid"):
+                    await verifier.verify(f"Bearer {keys.token(AUD, kid=f'made-up-{i}')}", [AUD])
+
+        asyncio.run(attempts(10))
+        assert len(seen.requests) == 1  # the first load only; no refresh per unknown kid
+        assert _verify(verifier, f"Bearer {keys.token(AUD)}").issuer == ISSUER  # still works
+        clock.now += 61  # after the interval a rotated key can be picked up again
+        asyncio.run(attempts(3))
+        assert len(seen.requests) == 2
+
+
+def test_min_refresh_interval_comes_from_settings(
+    tmp_path: Path, keys: SigningKeys, demo_model: Any
+) -> None:
+    from cds_hooks.config import Settings
+    from cds_hooks.main import _build_state
+
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 's.db'}",
+        trusted_issuers={ISSUER: str(keys.jwks_path)},
+        jwks_min_refresh_s=17,
+    )
+    state = asyncio.run(_build_state(settings, demo_model))
+    assert state.verifier is not None and state.verifier.jwks.min_refresh_s == 17
+    state.repository.db.dispose()

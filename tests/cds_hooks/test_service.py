@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_hooks.config import Settings
+from cds_hooks.cards import indicator_for
+from cds_hooks.config import Settings, default_model_path
 from cds_hooks.main import create_app
 from cds_hooks.model_service import ModelService
-from moe_core.modalities import AVAILABILITY_PATTERNS, pattern_name
+from moe_core.inference import ABSTAIN_NO_MODALITY
+from moe_core.modalities import AVAILABILITY_PATTERNS, Modality, pattern_name
 from tests.cds_hooks.card_spec import assert_valid_card
 from tests.cds_hooks.conftest import audit_rows, hook_body, make_settings
+from tests.cds_hooks.http_fixtures import silent_server
 from tests.conftest import free_port
 
 PV = "/cds-services/patient-view"
@@ -61,22 +67,151 @@ def test_full_call_with_prefetch_gives_one_valid_card_per_task(
 def test_each_availability_pattern(
     client: TestClient, demo_patients: list[dict[str, Any]], pattern: str
 ) -> None:
+    """Every pattern has at least one usable modality, so the model must not abstain:
+    one card per task, naming exactly the pattern's modalities as used."""
     patient = _patient(demo_patients, pattern)
     resp = client.post(PV, json=hook_body(patient))
     assert resp.status_code == 200, resp.text
     cards = resp.json()["cards"]
+    assert len(cards) == 3, f"{pattern}: expected one card per task, got {len(cards)}"
     for card in cards:
         assert_valid_card(card)
     audit = audit_rows(client, f"hi-{patient['id']}-patient-view")
     assert len(audit) == 1
-    if cards:
-        explanation = cards[0]["extension"]["org.moe-health.explanation"]
+    assert audit[0].abstain_reason is None
+    letters = {"EHR": "E", "TEXT": "T", "IMAGE": "I"}
+    for card in cards:
+        explanation = card["extension"]["org.moe-health.explanation"]
         assert set(explanation["modalitiesUsed"]) == set(audit[0].modalities["used"])
-        assert audit[0].abstain_reason is None
-        letters = {"EHR": "E", "TEXT": "T", "IMAGE": "I"}
         assert "+".join(letters[m] for m in explanation["modalitiesUsed"]) == pattern
-    else:
-        assert audit[0].abstain_reason  # no cards only when the model abstained, with a reason
+
+
+def test_no_usable_data_abstains_with_empty_cards_and_a_logged_reason(
+    client: TestClient, demo_patients: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    body = hook_body(_patient(demo_patients, "E+T+I"), hookInstance="abstain-check")
+    body["prefetch"]["observations"] = {"resourceType": "Bundle", "type": "searchset"}
+    body["prefetch"]["documents"] = None  # the spec's "no data for this template"
+    body["prefetch"]["imaging"] = None
+    with caplog.at_level(logging.INFO, logger="moe_health.cds"):
+        resp = client.post(PV, json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"cards": []}
+    abstained = [r for r in caplog.records if r.getMessage() == "model_abstained"]
+    assert len(abstained) == 1
+    fields: dict[str, Any] = getattr(abstained[0], "fields", {})
+    assert fields["reason"] == ABSTAIN_NO_MODALITY and fields["hook_instance"] == "abstain-check"
+    assert audit_rows(client, "abstain-check")[0].abstain_reason == ABSTAIN_NO_MODALITY
+
+
+def _trained_modalities_from_config() -> set[str]:
+    """Modalities of the demo checkpoint's training combinations, read from its files."""
+    config = json.loads((default_model_path() / "config.json").read_text())
+    combos = config["model_config"]["moe"]["combinations"]
+    return {m.name for m in Modality if any(c[int(m)] for c in combos)}
+
+
+def test_card_names_training_combinations_when_a_used_modality_was_never_trained(
+    client: TestClient, demo_patients: list[dict[str, Any]]
+) -> None:
+    cards = client.post(PV, json=hook_body(_patient(demo_patients, "E+T+I"))).json()["cards"]
+    assert cards
+    untrained = {"EHR", "TEXT", "IMAGE"} - _trained_modalities_from_config()
+    for card in cards:
+        noted = "not part of any data combination this model was trained with" in card["detail"]
+        assert noted == bool(untrained), card["detail"]
+        if "IMAGE" in untrained:
+            assert "chest X-ray was not part of any" in card["detail"]
+
+
+def test_chunked_body_over_the_limit_is_413(tmp_path: Any, demo_model: ModelService) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent as Transfer-Encoding: chunked
+        yield b'{"hook": "patient-view", "pad": "'
+        for _ in range(8):
+            yield b"x" * 1024
+        yield b'"}'
+
+    s = make_settings(tmp_path, max_request_bytes=2048)
+    with TestClient(create_app(s, demo_model)) as c:
+        resp = c.post(PV, content=chunks(), headers={"content-type": "application/json"})
+        assert "content-length" not in resp.request.headers
+        assert resp.status_code == 413, resp.text
+        outcome = resp.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert "exceeds the limit of 2048 bytes" in outcome["issue"][0]["diagnostics"]
+
+
+def test_chunked_body_under_the_limit_is_served(
+    client: TestClient, demo_patients: list[dict[str, Any]]
+) -> None:
+    payload = json.dumps(hook_body(_patient(demo_patients, "E"))).encode()
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(payload), 4096):
+            yield payload[i : i + 4096]
+
+    resp = client.post(PV, content=chunks(), headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    assert len(resp.json()["cards"]) == 3
+
+
+def test_thresholds_from_env_json_reach_the_card_indicator(
+    tmp_path: Any,
+    demo_model: ModelService,
+    demo_patients: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "MOE_HEALTH_THRESHOLDS",
+        json.dumps(
+            {
+                "mortality": {"warning": 0.0, "critical": 0.0},
+                "long_los": {"warning": 1.0, "critical": 1.0},
+            }
+        ),
+    )
+    s = make_settings(tmp_path)
+    assert s.thresholds["mortality"].critical == 0.0  # read from the environment
+    with TestClient(create_app(s, demo_model)) as c:
+        cards = c.post(PV, json=hook_body(_patient(demo_patients, "E+T"))).json()["cards"]
+    by_task = {card["source"]["topic"]["code"]: card for card in cards}
+    assert by_task["mortality"]["indicator"] == "critical"
+    long_los = by_task["long_los"]
+    assert long_los["extension"]["org.moe-health.explanation"]["risk"] < 1.0
+    assert long_los["indicator"] == "info"
+    assert "warning at >99%" in long_los["detail"]
+    readmission = by_task["readmission"]  # not in the JSON: keeps its default thresholds
+    risk = readmission["extension"]["org.moe-health.explanation"]["risk"]
+    assert readmission["indicator"] == indicator_for(risk, Settings().thresholds["readmission"])
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"fhir_read_timeout_s": 0.3, "fhir_total_timeout_s": 20.0},
+        {"fhir_read_timeout_s": 10.0, "fhir_total_timeout_s": 0.5},
+    ],
+    ids=["read-timeout", "total-timeout"],
+)
+def test_slow_fhir_server_is_412_not_500(
+    tmp_path: Any,
+    demo_model: ModelService,
+    demo_patients: list[dict[str, Any]],
+    limits: dict[str, float],
+) -> None:
+    body = hook_body(_patient(demo_patients, "E"))
+    del body["prefetch"]
+    with silent_server() as origin:
+        body["fhirServer"] = f"{origin}/fhir"
+        s = make_settings(tmp_path, fhir_connect_timeout_s=1.0, **limits)
+        with TestClient(create_app(s, demo_model)) as c:
+            t0 = time.monotonic()
+            resp = c.post(PV, json=body)
+            elapsed = time.monotonic() - t0
+    assert resp.status_code == 412, resp.text
+    text = resp.json()["issue"][0]["diagnostics"]
+    assert "timed out" in text or "within" in text
+    assert elapsed < 5.0
 
 
 def test_discharge_hook_puts_readmission_first(
