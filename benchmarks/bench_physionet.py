@@ -8,11 +8,19 @@ family: GRU-D ~0.82, Raindrop ~0.83, mTAND ~0.84, ViTST ~0.85.
 
     python benchmarks/bench_physionet.py [--data ../shared/data/physionet-2012]
         [--work /tmp/bench_physionet] [--epochs 40] [--hidden 64] [--device auto]
+        [--rebuild]
+
+The cohort is cached in ``<work>/cohort-<key>``, the key hashing the data folder, the
+split seed and the sets, so a changed ``--data`` or ``--seed`` builds a new cohort
+instead of silently reusing an old one; ``--rebuild`` rebuilds it regardless.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -24,6 +32,14 @@ from training.report import fmt_ci
 from training.train import TrainConfig, prepare_cohort, train_model
 
 REPO = Path(__file__).resolve().parents[1]
+SETS = ("a",)
+
+
+def cohort_dir(work: Path, data: Path, seed: int, sets: tuple[str, ...] = SETS) -> Path:
+    """The cohort folder for these inputs: ``<work>/cohort-<hash of data, seed, sets>``."""
+    inputs = {"data": str(data.resolve()), "seed": seed, "sets": list(sets)}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+    return work / f"cohort-{key}"
 
 
 def main() -> None:
@@ -38,16 +54,21 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the cohort even if cached")
     args = ap.parse_args()
 
-    cohort = args.work / "cohort"
+    cohort = cohort_dir(args.work, args.data, args.seed)
     t0 = time.perf_counter()
+    if args.rebuild and cohort.exists():
+        shutil.rmtree(cohort)
     if not (cohort / "admissions.parquet").is_file():
         from training.physionet import PhysioNetConfig, build_physionet_cohort
 
         build_physionet_cohort(
-            PhysioNetConfig(data_dir=args.data, out=cohort, sets=("a",), seed=args.seed)
+            PhysioNetConfig(data_dir=args.data, out=cohort, sets=SETS, seed=args.seed)
         )
+    else:
+        print(f"reusing the cohort in {cohort} (built from {args.data}, seed {args.seed})")
     t_build = time.perf_counter() - t0
     cfg = TrainConfig(
         model="unimodal-ehr", tasks=("mortality",), epochs=args.epochs, hidden=args.hidden,
@@ -59,7 +80,7 @@ def main() -> None:
     data = prepare_cohort(cohort, cfg, ctx, DEFAULT_SPEC)
     t_prep = time.perf_counter() - t1
     t2 = time.perf_counter()
-    model, result = train_model(data, args.work / "run", cfg, ctx)
+    model, result = train_model(data, args.work / f"run-{cohort.name}", cfg, ctx)
     t_train = time.perf_counter() - t2
     val = predict_split(model, data.splits["val"], ctx.device)
     test = predict_split(model, data.splits["test"], ctx.device)

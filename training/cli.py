@@ -46,8 +46,9 @@ def synth(
         100_000,
         "--shard-size",
         min=1,
-        help="Patients per NDJSON shard; each resource type gets files "
-        "'<Type>.<shard:05d>.ndjson' when the cohort spans more than one shard.",
+        help="Patients per NDJSON shard; each resource type gets one file per shard, "
+        "'<Type>.<shard:03d>.ndjson' (e.g. Patient.000.ndjson; more digits beyond 1,000 "
+        "shards).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -55,9 +56,10 @@ def synth(
 
     Every patient is tagged 'synthetic' (Patient.meta.tag) and named 'Synthetic-...'.
     Availability follows the paper: EHR always, notes for 76.5%, chest X-ray for
-    39.3%, all three for 37.4%. Outcomes (in-hospital mortality, stay > 7 days,
-    30-day readmission as a second Encounter) follow a documented logistic model of
-    vitals/labs, note content and image content (see training/synth/outcomes.py).
+    39.3%, all three for 37.4% (per admission). Outcomes (in-hospital mortality, stay
+    > 7 days, 30-day readmission as a return Encounter with its own data) follow a
+    documented logistic model of vitals/labs, note content and image content (see
+    training/synth/outcomes.py).
     """
     from training.synth.generator import SynthConfig, write_cohort
 
@@ -182,14 +184,19 @@ def evaluate(
     paper: bool = typer.Option(
         False,
         "--paper",
-        help="Reproduce the paper's tables: train every baseline (Table 1), the "
-        "per-combination results (Table 2) and the ablations (Table 3), then evaluate.",
+        help="Reproduce the paper's tables at small scale (--epochs per model, default 10; "
+        "the paper used up to 50): train every baseline (Table 1) and ablation (Table 3), "
+        "report MoE-Health per availability combination of the test split (Table 2), "
+        "then evaluate.",
     ),
     epochs: int = typer.Option(
         10, "--epochs", min=1, help="With --paper: maximum epochs for each model trained."
     ),
     bootstrap: int = typer.Option(
         1000, "--bootstrap", min=0, help="Bootstrap resamples for the 95% confidence intervals."
+    ),
+    pretrain_epochs: int = typer.Option(
+        2, "--pretrain-epochs", min=0, help="With --paper: expert pre-training epochs."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for bootstrap resampling and training."),
     hidden: int = typer.Option(128, "--hidden", min=4, help="With --paper: hidden width d_h."),
@@ -208,7 +215,12 @@ def evaluate(
     if paper:
         if out is None:
             raise typer.BadParameter("--paper needs --out")
-        text = run_paper(cohort, out, cfg, epochs=epochs, hidden=hidden)
+        from training.paper import PaperConfig, scale_note
+
+        typer.echo(scale_note(PaperConfig(epochs=epochs, hidden=hidden,
+                                          pretrain_epochs=pretrain_epochs)))  # fmt: skip
+        text = run_paper(cohort, out, cfg, epochs=epochs, hidden=hidden,
+                         pretrain_epochs=pretrain_epochs)  # fmt: skip
     else:
         if checkpoint is None:
             raise typer.BadParameter("give --checkpoint (or --paper)")

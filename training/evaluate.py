@@ -3,15 +3,18 @@
 For each task the F1 threshold is the one that maximises F1 on the validation split;
 it is then applied unchanged to the test split. AUROC, AUPRC, F1 and Brier come with
 seeded bootstrap 95% CIs. Abstained admissions (no modality) and unknown labels are
-left out of every metric. ``run_evaluation`` scores a checkpoint;
+left out of every metric. ``run_evaluation`` scores a checkpoint: frozen encoders use
+the cohort's embedding caches; a fine-tuned checkpoint (text or image encoder trained)
+is fed tokens and pixels so its own encoders run, never the original encoders' caches;
 ``run_paper`` (``training.paper``) trains and scores every model of the paper's tables.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -26,7 +29,12 @@ from training.metrics import (
     reliability_bins,
     task_metrics,
 )
-from training.predict import Predictions
+from training.predict import Predictions, SplitLike
+
+if TYPE_CHECKING:
+    from moe_core.base import FusionModel
+    from moe_core.feature_spec import NormStats
+    from training.data import RecordSplit
 
 __all__ = [
     "EvalConfig",
@@ -106,6 +114,29 @@ def gate_by_combination(test: Predictions) -> dict[str, list[float]]:
     return out
 
 
+def fine_tuned(model: FusionModel) -> bool:
+    """True when the model's text or image encoder was trained (not frozen)."""
+    return not (model.config.text.freeze and model.config.image.freeze)
+
+
+def record_splits(
+    cohort: Path,
+    model: FusionModel,
+    stats: NormStats,
+    max_tokens: int,
+    splits: tuple[str, ...],
+) -> dict[str, RecordSplit]:
+    """Splits featurised per batch into tokens and pixels (no embedding caches)."""
+    from moe_core.encoders.text import load_tokenizer
+    from moe_core.features import RecordFeaturizer
+    from training.cohort_store import read_records
+    from training.data import RecordSplit
+
+    tokenizer = load_tokenizer(model.config.text.path)
+    featurizer = RecordFeaturizer(DEFAULT_SPEC, stats, tokenizer=tokenizer, max_tokens=max_tokens)
+    return {s: RecordSplit(list(read_records(cohort, s)), featurizer) for s in splits}
+
+
 def run_evaluation(cohort: Path, checkpoint: Path, out: Path | None, cfg: EvalConfig) -> str:
     """Score a checkpoint on the cohort's test split; write a report when ``out`` is set."""
     from moe_core.checkpoint import load_checkpoint
@@ -125,18 +156,25 @@ def run_evaluation(cohort: Path, checkpoint: Path, out: Path | None, cfg: EvalCo
                              load_text_backbone=False)  # fmt: skip
     model = loaded.model
     train_cfg = loaded.meta.get("training", {}).get("train_config", {})
-    scan = scan_cohort(cohort, DEFAULT_SPEC)
-    caches = prepare_caches(
-        cohort,
-        scan,
-        text_path=model.config.text.path,
-        image_weights=model.config.image.state_dict_path,
-        max_tokens=int(train_cfg.get("max_tokens") or DEFAULT_MAX_TOKENS),
-        ctx=ctx,
-        progress=cfg.progress,
-        image_encoder=model.encoders.image,
-    )
-    splits = featurise_splits(cohort, DEFAULT_SPEC, loaded.stats, caches, (VAL, TEST))
+    max_tokens = int(train_cfg.get("max_tokens") or DEFAULT_MAX_TOKENS)
+    splits: Mapping[str, SplitLike]
+    if fine_tuned(model):
+        # The checkpoint carries its own (trained) encoders: feed them tokens and pixels,
+        # as training did; cached embeddings of the original encoders would be stale.
+        splits = record_splits(cohort, model, loaded.stats, max_tokens, (VAL, TEST))
+    else:
+        scan = scan_cohort(cohort, DEFAULT_SPEC)
+        caches = prepare_caches(
+            cohort,
+            scan,
+            text_path=model.config.text.path,
+            image_weights=model.config.image.state_dict_path,
+            max_tokens=max_tokens,
+            ctx=ctx,
+            progress=cfg.progress,
+            image_encoder=model.encoders.image,
+        )
+        splits = featurise_splits(cohort, DEFAULT_SPEC, loaded.stats, caches, (VAL, TEST))
     val = predict_split(model, splits[VAL], ctx.device)
     test = predict_split(model, splits[TEST], ctx.device)
     result = {
@@ -156,9 +194,13 @@ def run_evaluation(cohort: Path, checkpoint: Path, out: Path | None, cfg: EvalCo
     return checkpoint_markdown(result)
 
 
-def run_paper(cohort: Path, out: Path, cfg: EvalConfig, *, epochs: int, hidden: int) -> str:
+def run_paper(
+    cohort: Path, out: Path, cfg: EvalConfig, *, epochs: int, hidden: int,
+    pretrain_epochs: int = 2,
+) -> str:  # fmt: skip
     """Train and evaluate every model of the paper's Tables 1-3 (see ``training.paper``)."""
     from training.paper import PaperConfig, reproduce_tables
 
-    text: str = reproduce_tables(cohort, out, PaperConfig(epochs=epochs, hidden=hidden), cfg)
+    pcfg = PaperConfig(epochs=epochs, hidden=hidden, pretrain_epochs=pretrain_epochs)
+    text: str = reproduce_tables(cohort, out, pcfg, cfg)
     return text

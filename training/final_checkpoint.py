@@ -41,9 +41,14 @@ def write_final(
     val: dict[str, float],
     caches: Caches | None,
     world_size: int = 1,
+    window_hours: int | None = None,
 ) -> None:
     """Save the trained model into the checkpoint folder ``path`` (``moe_core.checkpoint``)
-    and ``train_summary.json`` beside it."""
+    and ``train_summary.json`` beside it.
+
+    ``window_hours``: the cohort's observation window; the CDS service serves the model
+    on the window it was trained on.
+    """
     from moe_core.checkpoint import save_checkpoint
 
     meta: dict[str, Any] = {
@@ -54,6 +59,8 @@ def write_final(
         "text_cache": caches.text.identity if caches and caches.text else None,
         "image_cache": caches.image.identity if caches and caches.image else None,
     }
+    if window_hours is not None:
+        meta["window_hours"] = int(window_hours)
     save_checkpoint(path, model, spec, stats, metrics={"val": meta["val"]}, metadata=meta)
     (path.parent / TRAIN_SUMMARY).write_bytes(
         orjson.dumps({"checkpoint": path.name, **meta}, option=orjson.OPT_INDENT_2)

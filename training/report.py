@@ -48,16 +48,21 @@ def plot_roc(path: Path, curves: Mapping[str, Curve], title: str) -> None:
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 5))
+    drawn = 0
     for name, (y, p) in curves.items():
         if y.size == 0 or y.min() == y.max():
             continue
         fpr, tpr, _ = roc_curve(y, p)
         ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(y, p):.3f})")
+        drawn += 1
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("False positive rate")
     ax.set_ylabel("True positive rate")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    if drawn:
+        ax.legend(fontsize=7, loc="lower right")
+    else:  # every curve needs both classes among the test labels
+        ax.text(0.5, 0.5, "no curve: one class only", ha="center", va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

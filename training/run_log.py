@@ -35,13 +35,52 @@ def load_state(out: Path) -> dict[str, Any] | None:
     return state
 
 
-class RunLog:
-    """Appends one row per epoch to metrics.csv / metrics.jsonl (rank 0 only)."""
+def _keep_epochs(out: Path, done: int | None) -> None:
+    """Start the metrics logs afresh (``done`` None) or drop rows after epoch ``done``.
 
-    def __init__(self, out: Path, *, enabled: bool = True, tensorboard: bool = False) -> None:
+    A resumed run continues from its last saved epoch; rows a crashed run logged after
+    that state was saved would otherwise appear twice.
+    """
+    jsonl, csv_path = out / METRICS_JSONL, out / METRICS_CSV
+    if done is None:
+        jsonl.unlink(missing_ok=True)
+        csv_path.unlink(missing_ok=True)
+        return
+    if jsonl.is_file():
+        rows = [orjson.loads(line) for line in jsonl.read_bytes().splitlines() if line.strip()]
+        kept = b"".join(orjson.dumps(r) + b"\n" for r in rows if int(r["epoch"]) <= done)
+        jsonl.write_bytes(kept)
+    if csv_path.is_file():
+        with csv_path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields, rows_csv = reader.fieldnames, list(reader)
+        with csv_path.open("w", newline="") as fh:
+            if fields:
+                writer = csv.DictWriter(fh, fieldnames=list(fields))
+                writer.writeheader()
+                writer.writerows(r for r in rows_csv if int(r["epoch"]) <= done)
+
+
+class RunLog:
+    """One row per epoch in metrics.csv / metrics.jsonl (rank 0 only).
+
+    ``resumed_after``: the number of epochs the resumed state holds; rows past it are
+    dropped. ``None`` (a fresh run) truncates logs left in ``out`` by an earlier run.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        *,
+        enabled: bool = True,
+        tensorboard: bool = False,
+        resumed_after: int | None = None,
+    ) -> None:
         self.out = out
         self.enabled = enabled
         self._tb: Any = None
+        if enabled:
+            _keep_epochs(out, resumed_after)
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

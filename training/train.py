@@ -309,6 +309,17 @@ class PreparedCohort:
         return self.scan.stats
 
 
+def _cohort_window_hours(cohort: Path) -> int | None:
+    """The observation window the cohort was built with (its ``summary.json``)."""
+    from training.cohort_store import read_summary
+
+    try:
+        value = read_summary(cohort).get("window_hours")
+    except ValueError:  # CohortFormatError: no summary (a cohort written by hand)
+        return None
+    return int(value) if value is not None else None
+
+
 def prepare_cohort(
     cohort: Path, cfg: TrainConfig, ctx: DistContext, spec: FeatureSpec = DEFAULT_SPEC
 ) -> PreparedCohort:
@@ -351,8 +362,11 @@ def train_model(
     model = build_model(choice, mcfg).to(ctx.device)
     rates = label_rates(train.labels, train.label_mask)
     model.set_prior([rates[c] for c in mcfg.task_columns])
-    log = RunLog(out, enabled=ctx.is_main, tensorboard=cfg.tensorboard)
-    resuming = cfg.resume and load_state(out) is not None
+    state = load_state(out) if cfg.resume else None
+    resuming = state is not None
+    done = int(state["epoch"]) + 1 if state is not None else None
+    del state
+    log = RunLog(out, enabled=ctx.is_main, tensorboard=cfg.tensorboard, resumed_after=done)
     if (isinstance(model, MoEHealth) and mcfg.moe.experts == "specialised"
             and cfg.pretrain_epochs > 0 and not resuming):  # fmt: skip
         _pretrain_experts(model, train, cfg, ctx)
@@ -369,7 +383,8 @@ def train_model(
     final = out / FINAL_CHECKPOINT
     if ctx.is_main:
         write_final(final, model, data.spec, data.stats, cfg=cfg, best_epoch=best_epoch + 1,
-                    val=per_task, caches=data.caches, world_size=ctx.world_size)  # fmt: skip
+                    val=per_task, caches=data.caches, world_size=ctx.world_size,
+                    window_hours=_cohort_window_hours(data.folder))  # fmt: skip
     log.close()
     result = TrainResult(final, best_epoch + 1, best, epochs, per_task,
                          time.perf_counter() - started)  # fmt: skip

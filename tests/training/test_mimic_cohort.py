@@ -216,3 +216,64 @@ def test_missing_required_column_is_named(demo: Path, tmp_path: Path) -> None:
     (root / "hosp" / "admissions.csv").write_text(text.replace(",dischtime,", ",leave_time,", 1))
     with pytest.raises(MimicLayoutError, match="dischtime"):
         build_mimic_cohort(MimicCohortConfig(root, tmp_path / "out"))
+
+
+# subject 10004235, admission 24181354: admitted 2196-02-24 14:38, prediction time
+# 2196-02-26 14:38. Lactate (itemid 50813) drawn inside the window but resulted after it.
+_LATE_LABS = [
+    # id,subject,hadm,specimen,itemid,provider,charttime,storetime,value,valuenum,uom,...
+    "990001,10004235,24181354,1,50813,,2196-02-26 12:00:00,2196-02-26 13:00:00,7.7,7.7,mmol/L,"
+    ",,,STAT,",  # drawn 45.4 h, resulted 46.4 h: an input
+    "990002,10004235,24181354,2,50813,,2196-02-26 13:00:00,2196-02-26 16:00:00,8.8,8.8,mmol/L,"
+    ",,,STAT,",  # drawn 46.4 h, resulted 49.4 h: not known at 48 h
+    # no storetime: known at charttime
+    "990003,10004235,24181354,3,50813,,2196-02-26 13:30:00,,9.9,9.9,mmol/L,,,,STAT,",
+]
+
+
+@pytest.fixture(scope="module")
+def altered(
+    demo: Path, records: list[PatientRecord], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[str]]:
+    """The demo with late-resulted labs added and one patient's race known only at the
+    last admission; returns (cohort, that patient's admissions oldest first)."""
+    root = tmp_path_factory.mktemp("mimic_altered")
+    shutil.copytree(demo / "icu", root / "icu")
+    (root / "hosp").mkdir()
+    shutil.copy(demo / "hosp" / "patients.csv.gz", root / "hosp" / "patients.csv.gz")
+    with gzip.open(demo / "hosp" / "labevents.csv.gz", "rt") as src:
+        labs = src.read()
+    with gzip.open(root / "hosp" / "labevents.csv.gz", "wt") as dst:
+        dst.write(labs.rstrip("\n") + "\n" + "\n".join(_LATE_LABS) + "\n")
+    by_patient: dict[str, list[PatientRecord]] = defaultdict(list)
+    for rec in records:
+        by_patient[rec.patient_id].append(rec)
+    pid, recs = next((p, r) for p, r in sorted(by_patient.items()) if len(r) >= 3)
+    hadms = [r.encounter_id for r in sorted(recs, key=lambda r: r.anchor_time)]
+    with gzip.open(demo / "hosp" / "admissions.csv.gz", "rt") as src:
+        lines = src.read().splitlines()
+    race_col = lines[0].split(",").index("race")
+    out = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split(",")
+        if cells[0] == pid:  # the demo's race values hold no commas
+            cells[race_col] = "ASIAN" if cells[1] == hadms[-1] else "UNKNOWN"
+        out.append(",".join(cells))
+    with gzip.open(root / "hosp" / "admissions.csv.gz", "wt") as dst:
+        dst.write("\n".join(out) + "\n")
+    build_mimic_cohort(MimicCohortConfig(root, root / "cohort", seed=3))
+    return root / "cohort", hadms
+
+
+def test_lab_results_count_only_once_stored(altered: tuple[Path, list[str]]) -> None:
+    rec = next(r for r in read_records(altered[0]) if r.encounter_id == "24181354")
+    late = [e for e in rec.events if e.code == "lactate" and e.value in (7.7, 8.8, 9.9)]
+    assert sorted(e.value for e in late) == [7.7, 9.9]  # 8.8 was resulted after 48 h
+    assert all(e.time < rec.prediction_time for e in rec.events)
+
+
+def test_race_never_comes_from_a_later_admission(altered: tuple[Path, list[str]]) -> None:
+    cohort, hadms = altered
+    race = {r.encounter_id: r.static.race for r in read_records(cohort)}
+    assert race[hadms[-1]] == "asian"
+    assert [race[h] for h in hadms[:-1]] == ["unknown"] * (len(hadms) - 1)

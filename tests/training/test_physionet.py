@@ -117,3 +117,19 @@ def test_build_from_archive_without_extracting(physionet: Path, tmp_path: Path) 
 def test_unknown_set_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="a, b, c"):
         PhysioNetConfig(tmp_path, tmp_path / "o", sets=("d",))
+
+
+def test_benchmark_cohort_folder_is_keyed_on_data_and_seed(tmp_path: Path) -> None:
+    import importlib.util
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_physionet.py"
+    spec = importlib.util.spec_from_file_location("bench_physionet", bench)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    work, a, b = tmp_path / "work", tmp_path / "a", tmp_path / "b"
+    first = module.cohort_dir(work, a, 0)
+    assert first == module.cohort_dir(work, a, 0)
+    assert first.parent == work
+    assert len({first, module.cohort_dir(work, b, 0), module.cohort_dir(work, a, 1),
+                module.cohort_dir(work, a, 0, ("a", "b"))}) == 4  # fmt: skip

@@ -53,3 +53,44 @@ def test_mimic_demo_pipeline_build_train_evaluate(shared_data: Path, tmp_path: P
     assert set(result["tasks"]) == {"mortality", "long_los", "readmission"}
     assert result["tasks"]["long_los"]["n"] > 0
     assert list(result["per_combination"]) == ["E"]  # the demo has no notes or images
+
+
+@pytest.mark.slow
+def test_evaluate_paper_writes_tables_1_2_3_and_plots(synth_cohort: Path, tmp_path: Path) -> None:
+    from training.paper import ABLATION_ROWS, BASELINE_ROWS, TABLE2_NOTE
+
+    out = tmp_path / "paper"
+    text = _invoke(["evaluate", "--paper", "--cohort", str(synth_cohort), "--out", str(out),
+                    "--epochs", "1", "--pretrain-epochs", "0", "--hidden", "8",
+                    "--bootstrap", "20", "--device", "cpu", "--no-progress"])  # fmt: skip
+    assert "Small-scale reproduction: each model trains at most 1 epochs (paper: 50)" in text
+    doc = json.loads((out / "paper.json").read_text())
+    assert doc["config"]["epochs"] == 1 and doc["config"]["pretrain_epochs"] == 0
+    assert doc["scale"].startswith("Small-scale reproduction")
+    assert doc["skipped"] == {}
+    tasks = {"mortality", "long_los", "readmission"}
+    names = [n for n, _ in (*BASELINE_ROWS, *ABLATION_ROWS)]
+    assert list(doc["table1"]) == names
+    for name in names:
+        assert set(doc["table1"][name]) == tasks, name
+        auroc = doc["table1"][name]["mortality"]["metrics"]["auroc"]
+        assert auroc["value"] is None or 0.0 <= auroc["value"] <= 1.0
+    combos = set(doc["table2"])
+    assert {"E", "E+T", "E+T+I"} <= combos <= {"E", "E+T", "E+I", "E+T+I"}
+    assert sum(e["n"] for e in doc["table2"].values()) == doc["test_admissions"]
+    assert set(doc["gates"]) == combos
+
+    md = (out / "paper.md").read_text()
+    assert md.startswith("# MoE-Health: paper tables on")
+    assert "**Small-scale reproduction" in md and TABLE2_NOTE in md
+    t1, t2, t3 = (md.index(f"## Table {i}") for i in (1, 2, 3))
+    assert t1 < t2 < t3
+    for name, _ in BASELINE_ROWS:
+        assert f"| {name} | " in md[t1:t2], name
+    for combo in combos:
+        assert f"| {combo} | " in md[t2:t3], combo
+    assert "| MoE-Health (full) | " in md[t3:]
+    for name, _ in ABLATION_ROWS:
+        assert f"| {name} | " in md[t3:], name
+    for png in ("gates.png", "reliability.png", *(f"roc_{t}.png" for t in sorted(tasks))):
+        assert (out / png).stat().st_size > 1000, png

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import inspect
 from collections import Counter
 from pathlib import Path
 
@@ -70,19 +71,51 @@ def test_files_follow_the_plan(cohort: Path) -> None:
     plans = [plan_patient(i, cfg) for i in range(cfg.n_patients)]
     patients = _read(cohort, "Patient")
     assert len(patients) == 120
-    docs = Counter(
-        str(d["subject"]["reference"]).split("/")[1]  # type: ignore[index]
-        for d in _read(cohort, "DocumentReference")
-    )
-    studies = Counter(
-        str(s["subject"]["reference"]).split("/")[1]  # type: ignore[index]
-        for s in _read(cohort, "ImagingStudy")
-    )
+    docs = Counter(_encounter_of(d) for d in _read(cohort, "DocumentReference"))
+    studies = Counter(_encounter_of(s) for s in _read(cohort, "ImagingStudy"))
     for plan, pat in zip(plans, patients, strict=True):
-        pid = str(pat["id"])
-        assert (docs[pid] > 0) == plan.has_notes
-        assert (studies[pid] > 0) == plan.has_image
-        assert ("deceasedDateTime" in pat) == plan.outcome.mortality
+        index_stay = f"{str(pat['id'])[:-4]}e001"
+        assert (docs[index_stay] > 0) == plan.has_notes
+        assert (studies[index_stay] > 0) == plan.has_image
+        if plan.outcome.mortality:
+            assert "deceasedDateTime" in pat
+
+
+def _encounter_of(resource: dict[str, object]) -> str:
+    ref = resource["encounter"] if "encounter" in resource else resource["context"]
+    if isinstance(ref, dict) and "encounter" in ref:
+        ref = ref["encounter"][0]
+    return str(ref["reference"]).split("/")[1]  # type: ignore[index]
+
+
+def test_return_stays_are_real_admissions(cohort: Path) -> None:
+    """Every Encounter, readmissions included, has its own vitals/labs inside 48 h."""
+    encounters = _read(cohort, "Encounter")
+    returns = [e for e in encounters if not str(e["id"]).endswith("e001")]
+    assert len(returns) > 10
+    obs = Counter(_encounter_of(o) for o in _read(cohort, "Observation"))
+    for enc in encounters:
+        assert obs[str(enc["id"])] >= 20, enc["id"]
+    docs = Counter(_encounter_of(d) for d in _read(cohort, "DocumentReference"))
+    assert any(docs[str(e["id"])] for e in returns)  # notes by the availability mix
+
+
+def test_built_cohort_availability_matches_the_paper_mix(tmp_path: Path) -> None:
+    """After build-cohort every admission (index and return stays) has EHR data and the
+    four patterns come out near the paper's shares: no 'none' admissions."""
+    from training.fhir_cohort import build_fhir_cohort
+
+    write_cohort(SynthConfig(n_patients=700, seed=4), tmp_path / "ndjson", progress=False)
+    summary = build_fhir_cohort(tmp_path / "ndjson", tmp_path / "cohort", seed=0)
+    n = summary["admissions"]
+    assert n > 750  # readmissions and later returns enter as admissions
+    assert summary["modality_available"]["ehr"] == n
+    shares = {k: v / n for k, v in summary["availability_patterns"].items()}
+    mix = paper_mix()
+    expected = {"E+T+I": mix.text_image, "E+T": mix.text_only, "E+I": mix.image_only,
+                "E": mix.ehr_only, "T+I": 0.0, "T": 0.0, "I": 0.0, "none": 0.0}  # fmt: skip
+    for pattern, share in expected.items():
+        assert shares[pattern] == pytest.approx(share, abs=0.04), (pattern, shares)
 
 
 def test_patients_are_marked_synthetic(cohort: Path) -> None:
@@ -218,3 +251,22 @@ def test_outcome_depends_on_each_modality() -> None:
     full = fit_auc([0, 1, 2])
     for drop in range(3):
         assert full > fit_auc([c for c in range(3) if c != drop]) + 0.005, drop
+
+
+def test_shard_names_agree_with_the_cli_help(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from moe_health.cli import app
+    from training.cli import synth
+    from training.synth.generator import shard_width
+
+    option = inspect.signature(synth).parameters["shard_size"].default
+    assert "<Type>.<shard:03d>.ndjson" in str(option.help)
+    runner = CliRunner()
+    result = runner.invoke(app, ["synth", "-n", "5", "--shard-size", "2", "--no-images",
+                                 "--no-progress", "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("Patient.*")) == [
+        "Patient.000.ndjson", "Patient.001.ndjson", "Patient.002.ndjson"
+    ]  # fmt: skip
+    assert (shard_width(1), shard_width(1000), shard_width(1001)) == (3, 3, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,6 +79,7 @@ def test_training_writes_checkpoint_metrics_and_caches(moe_run: Path, synth_coho
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     summary = json.loads((moe_run / "train_summary.json").read_text())
     assert summary["best_epoch"] in (1, 2, 3)
+    assert loaded.meta["training"]["window_hours"] == 48  # the cohort's window, for serving
     # the cohort is shared with other tests (other token limits, other caches): look for
     # the caches of this run's encoders by their identity
     names = {p.name for p in (synth_cohort / "embeddings").iterdir()}
@@ -125,3 +127,71 @@ def test_baselines_and_ablations_train(
     result = run_training(synth_cohort, tmp_path, cfg)
     loaded = load_checkpoint(result.checkpoint, spec=DEFAULT_SPEC, load_text_backbone=False)
     assert loaded.model.tasks == ("mortality",)
+
+
+def test_fresh_run_truncates_the_metrics_logs(moe_run: Path, tmp_path: Path) -> None:
+    from training.run_log import METRICS_JSONL, RunLog
+
+    shutil.copytree(moe_run, tmp_path / "run")
+    log = RunLog(tmp_path / "run")  # not resuming: earlier rows must go
+    log.epoch(1, train_loss=0.5, val_score=0.6, per_task={"mortality": 0.6}, seconds=1.0)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1]
+    lines = (tmp_path / "run" / METRICS_JSONL).read_bytes().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1]
+
+
+def test_resume_drops_rows_logged_after_the_saved_epoch(moe_run: Path, tmp_path: Path) -> None:
+    """A crash after logging epoch 3 but with the state of epoch 2: resume logs 3 once."""
+    from training.run_log import METRICS_JSONL, RunLog
+
+    shutil.copytree(moe_run, tmp_path / "run")
+    RunLog(tmp_path / "run", resumed_after=2)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert set(rows[0]) >= {"epoch", "train_loss", "val_score", "val_mortality"}
+    lines = (tmp_path / "run" / METRICS_JSONL).read_bytes().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_training_again_without_resume_starts_the_log_afresh(
+    synth_cohort: Path, moe_run: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(moe_run, tmp_path / "run")
+    run_training(synth_cohort, tmp_path / "run",
+                 TrainConfig(epochs=1, pretrain_epochs=0, seed=3, **TINY))  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1]
+
+
+def test_early_stopping_stops_when_validation_auroc_stalls(
+    synth_cohort: Path, tmp_path: Path
+) -> None:
+    # A learning rate this small leaves the validation AUROC unchanged after epoch 1.
+    cfg = TrainConfig(epochs=20, pretrain_epochs=0, patience=2, lr=1e-12, seed=3, **{
+        k: v for k, v in TINY.items() if k != "lr"})  # fmt: skip
+    result = run_training(synth_cohort, tmp_path, cfg)
+    assert result.epochs_run == 3 < cfg.epochs  # epoch 1 best, then 2 without improvement
+    assert result.best_epoch == 1
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert len(rows) == 3
+    assert not math.isnan(float(rows[0]["val_score"]))
+
+
+def test_train_defaults_are_the_papers() -> None:
+    """Section 4.3: AdamW lr 1e-4, batch 32, at most 50 epochs, alpha 0.01, top-2,
+    early stopping on validation AUROC; the CLI has the same defaults."""
+    import inspect
+
+    from training.cli import train
+
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.alpha, cfg.top_k, cfg.monitor) == (
+        1e-4, 32, 50, 0.01, 2, "auroc"
+    )  # fmt: skip
+    options = inspect.signature(train).parameters
+    for name in ("lr", "batch_size", "epochs", "alpha", "top_k", "monitor", "hidden",
+                 "pretrain_epochs", "patience", "weight_decay"):  # fmt: skip
+        assert options[name].default.default == getattr(cfg, name), name
+    source = inspect.getsource(__import__("training.train", fromlist=["_fit"])._fit)
+    assert "torch.optim.AdamW" in source

@@ -12,7 +12,8 @@ Cohort (paper section 4.1), each step counted in the summary:
 5. still in hospital at the prediction time: earlier discharges excluded
    (rules and labels: ``training.labels``).
 
-Admissions (tens of thousands of rows) are held in memory; events, notes and images
+Race comes from the patient's admissions up to and including this one (never a later
+one). Admissions (tens of thousands of rows) are held in memory; events, notes and images
 are streamed from DuckDB in admission order and merged one admission at a time.
 DuckDB runs under ``memory_limit`` and spills to ``temp_directory``.
 """
@@ -20,6 +21,7 @@ DuckDB runs under ``memory_limit`` and spills to ``temp_directory``.
 from __future__ import annotations
 
 import tempfile
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -157,7 +159,12 @@ def select_admissions(
     ).fetchall():
         admit_times.setdefault(int(subject), []).append(admit.replace(tzinfo=UTC))
         races.setdefault(int(subject), []).append(race)
-    race_of = {subject: patient_race(texts) for subject, texts in races.items()}
+
+    def race_of(subject: int, admit: datetime) -> str | None:
+        """The patient's race as known at this admission: never from a later one."""
+        upto = bisect_right(admit_times.get(subject, []), admit)
+        return patient_race(races.get(subject, [])[:upto])
+
     n_all = _count(con, "SELECT count(*) FROM adm")
     rows = (
         con.sql(
@@ -171,9 +178,9 @@ def select_admissions(
     kept: list[dict[str, Any]] = []
     removed: dict[str, int] = {}
     for row in rows:
-        row["race"] = race_of.get(int(row["subject_id"]))
         for key in ("admittime", "dischtime", "deathtime"):
             row[key] = _utc(row[key])
+        row["race"] = race_of(int(row["subject_id"]), row["admittime"])
         row["prediction_time"] = row["admittime"] + window
         reason = exclusion_reason(
             row["prediction_time"], row["dischtime"], row["deathtime"], row["expire"]

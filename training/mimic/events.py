@@ -2,8 +2,11 @@
 
 Only itemids of the feature spec are read, and only rows inside an admission's
 window ``[admittime, prediction_time)`` (joined on subject and time, so rows whose
-``hadm_id`` is blank still land in their admission). Both filters run in DuckDB
-over the compressed CSVs, so the 300M-row chartevents never reaches Python whole.
+``hadm_id`` is blank still land in their admission). Lab results count only once they
+are known: ``coalesce(storetime, charttime) < prediction_time`` for labevents when the
+file has ``storetime`` (the event keeps its ``charttime``, the time of the draw).
+Both filters run in DuckDB over the compressed CSVs, so the 300M-row chartevents never
+reaches Python whole.
 Each surviving row is converted with ``FeatureDef.to_canonical`` (the row's
 ``valueuom``, or the itemid's known unit when blank) and checked with
 ``is_plausible``; rejected rows become counted ``QualityNote``s.
@@ -30,6 +33,7 @@ __all__ = [
     "REASON_BAD_UNIT",
     "REASON_IMPLAUSIBLE",
     "REASON_NON_NUMERIC",
+    "RESULT_TIME_TABLES",
     "EncounterEvents",
     "convert_rows",
     "events_query",
@@ -48,10 +52,15 @@ EVENT_COLUMNS = {
     "valuenum": ("valuenum",),
     "valueuom": ("valueuom",),
 }
+_STORETIME = {"storetime": ("storetime",)}
+# Tables whose rows become known at ``storetime`` (the lab result), not ``charttime``
+# (the draw): a lab drawn at 47 h and resulted at 50 h is not an input at 48 h.
+RESULT_TIME_TABLES = ("labevents",)
 _TYPES = {
     "subject_id": "BIGINT",
     "itemid": "BIGINT",
     "charttime": "TIMESTAMP",
+    "storetime": "TIMESTAMP",
     "value": "VARCHAR",
     "valuenum": "DOUBLE",
     "valueuom": "VARCHAR",
@@ -61,18 +70,24 @@ _TYPES = {
 def _table_select(
     con: duckdb.DuckDBPyConnection, path: Path, table: str, itemids: list[int], window: str
 ) -> str:
-    cols = resolve_columns(con, path, EVENT_COLUMNS, optional=("value", "valueuom"))
+    optional = ("value", "valueuom", "storetime")
+    cols = resolve_columns(con, path, EVENT_COLUMNS | _STORETIME, optional=optional)
     types = {cols[k]: v for k, v in _TYPES.items() if cols[k]}
     value = f"e.{cols['value']}" if cols["value"] else "NULL"
     uom = f"e.{cols['valueuom']}" if cols["valueuom"] else "NULL"
     ids = ", ".join(str(i) for i in itemids)
+    chart = f"e.{cols['charttime']}"
+    # Known at: when the result was stored (labs are resulted hours after the draw).
+    known = chart
+    if table in RESULT_TIME_TABLES and cols["storetime"]:
+        known = f"coalesce(e.{cols['storetime']}, {chart})"
     return (
-        f"SELECT w.hadm_id, e.{cols['charttime']} AS time, e.{cols['itemid']} AS itemid, "
+        f"SELECT w.hadm_id, {chart} AS time, e.{cols['itemid']} AS itemid, "
         f"e.{cols['valuenum']} AS valuenum, CAST({value} AS VARCHAR) AS value, "
         f"{uom} AS valueuom, '{table}' AS source "
         f"FROM {csv_source(path, types)} e JOIN {window} w "
         f"ON e.{cols['subject_id']} = w.subject_id "
-        f"AND e.{cols['charttime']} >= w.start_time AND e.{cols['charttime']} < w.stop_time "
+        f"AND {chart} >= w.start_time AND {known} < w.stop_time "
         f"WHERE e.{cols['itemid']} IN ({ids})"
     )
 
