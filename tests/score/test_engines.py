@@ -8,12 +8,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import ray  # a dependency of the scorer's Ray engine: missing, the suite must fail
 
 from training.score import keys
-from training.score.job import ScoreOptions, run_score
+from training.score.job import ScoreOptions, image_probe_is_safe, run_score
 from training.score.run_store import iter_ndjson
-
-ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,8 @@ def test_local_and_ray_engines_give_identical_outputs(
     local = tmp_path / "local"
     remote = tmp_path / "ray"
     run_score(_opts(synthea_export, tiny_ckpt, local, "local"), scorer=tiny_scorer)
-    run_score(_opts(synthea_export, tiny_ckpt, remote, "ray"), scorer=tiny_scorer)
+    on_ray = run_score(_opts(synthea_export, tiny_ckpt, remote, "ray"), scorer=tiny_scorer)
+    assert on_ray.times.read_featurise > 0 and on_ray.times.model > 0 and on_ray.times.write > 0
     ras = _by_id(local / keys.RISK_NDJSON_FILE)
     assert len(ras) == 63  # 21 admissions with data in their first 48 h x 3 tasks
     assert ras == _by_id(remote / keys.RISK_NDJSON_FILE)
@@ -67,3 +67,14 @@ def test_local_and_ray_engines_give_identical_outputs(
     )
     assert _sorted_errors(local / keys.ERRORS_FILE) == _sorted_errors(remote / keys.ERRORS_FILE)
     assert (local / keys.SUMMARY_FILE).read_bytes() == (remote / keys.SUMMARY_FILE).read_bytes()
+
+
+def test_featurisers_get_a_cache_probe_only_when_they_share_the_cache() -> None:
+    here = "10.0.0.1"
+    assert image_probe_is_safe([here], here, client_mode=False, cache_shared=False)
+    assert image_probe_is_safe([here, here], here, client_mode=False, cache_shared=False)
+    # other nodes read their own file at that path: no probe, unless it is shared
+    assert not image_probe_is_safe([here, "10.0.0.2"], here, client_mode=False, cache_shared=False)
+    assert image_probe_is_safe([here, "10.0.0.2"], here, client_mode=False, cache_shared=True)
+    # Ray Client: the driver is not on the cluster, whatever the addresses say
+    assert not image_probe_is_safe([here], here, client_mode=True, cache_shared=False)

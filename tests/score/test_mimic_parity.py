@@ -45,8 +45,23 @@ def test_mimic_direct_and_via_fhir_export_give_the_same_risks(
     a, b = _risks(direct), _risks(via_fhir)
     assert res.counts.patients == 123  # cohort admissions (one ledger key each)
     assert len(a) == 3 * 123
-    missing = sorted(k for k in a if k not in b)
-    assert missing == []
-    differ = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    assert sorted(set(a) - set(b)) == []
+    # Both ways: the FHIR path scores every admission of the export (275 in the demo),
+    # --mimic-dir only the cohort (the builder's exclusions); on the cohort's admissions
+    # the two sets of (patient, admission, task) keys are equal.
+    cohort = {(p, e) for p, e, _ in a}
+    assert len({(p, e) for p, e, _ in b}) == 275
+    assert {k for k in b if (k[0], k[1]) in cohort} == set(a)
+    # The tensors are identical (tests/test_parity_mimic_fhir.py), but the two runs batch
+    # different admissions together (the FHIR path scores all 275), and a float32 matmul's
+    # last bits depend on the batch it runs in; risks are kept to 6 decimals, so such a
+    # difference can flip the last digit: one unit of it is allowed.
+    differ = {
+        k: (a[k], b[k])
+        for k in a
+        if a[k][1] != b[k][1]
+        or (a[k][0] is None) != (b[k][0] is None)
+        or (a[k][0] is not None and abs(a[k][0] - b[k][0]) > 1.5e-6)
+    }
     assert differ == {}
     assert sum(1 for v in a.values() if v[0] is not None) > 300  # scored, not abstained

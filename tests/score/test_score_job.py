@@ -127,7 +127,9 @@ def test_resume_after_interruption_scores_no_one_twice(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     full = tmp_path / "full"
-    run_score(scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, full, record_job=False))
+    whole = run_score(
+        scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, full, record_job=False)
+    )
 
     out = tmp_path / "interrupted"
     real_commit = RunStore.commit
@@ -146,14 +148,141 @@ def test_resume_after_interruption_scores_no_one_twice(
     first = RunStore(out, resume=True).completed
     assert 0 < len(first) < 9
 
-    run_score(
+    resumed = run_score(
         scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, out, record_job=False, resume=True)
     )
     ledger = [orjson.loads(line) for line in (out / keys.LEDGER_FILE).read_bytes().splitlines()]
-    committed = [pid for entry in ledger for pid in entry["patients"]]
+    committed = [pid for entry in ledger if "part" in entry for pid in entry["patients"]]
     assert len(committed) == len(set(committed)) == 9  # every patient exactly once
     assert _by_id(out) == _by_id(full)
     assert sorted(map(_key, _errors(out))) == sorted(map(_key, _errors(full)))
+    # the bad lines were read twice (once per run) but are counted once
+    assert resumed.counts.bad_resources == whole.counts.bad_resources == 2
+    assert resumed.counts.to_dict() == whole.counts.to_dict()
+    assert (out / keys.SUMMARY_FILE).read_bytes() == (full / keys.SUMMARY_FILE).read_bytes()
+
+
+def test_resume_with_another_model_is_refused(
+    defect_export: Path, tiny_ckpt: Path, tiny_scorer: Any, tmp_path: Path
+) -> None:
+    from tests.score.tiny_model import tiny_checkpoint
+    from training.score.run_store import ResumeMismatchError
+    from training.score.scorer import ScorerFactory
+
+    out = tmp_path / "run"
+    run_score(scorer=tiny_scorer, opts=_opts(defect_export, tiny_ckpt, out, record_job=False))
+    other_ckpt = tiny_checkpoint(tmp_path / "other", seed=1)
+    other = ScorerFactory(other_ckpt, None, device="cpu")()
+    before = (out / keys.LEDGER_FILE).read_bytes()
+    opts = _opts(defect_export, other_ckpt, out, record_job=False, resume=True)
+    with pytest.raises(ResumeMismatchError, match="tiny-0"):
+        run_score(opts, scorer=other)
+    assert (out / keys.LEDGER_FILE).read_bytes() == before  # nothing touched
+
+
+def test_failed_run_records_its_counts_and_abstentions(
+    defect_export: Path,
+    tiny_ckpt: Path,
+    tiny_scorer: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cds_hooks.db import Repository
+
+    real_commit = RunStore.commit
+    calls = {"n": 0}
+
+    def crash_on_third_commit(self: RunStore, chunk: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _InterruptError("killed")
+        real_commit(self, chunk)
+
+    monkeypatch.setattr(RunStore, "commit", crash_on_third_commit)
+    opts = _opts(defect_export, tiny_ckpt, tmp_path / "run")
+    with pytest.raises(_InterruptError):
+        run_score(opts, scorer=tiny_scorer)
+    monkeypatch.setattr(RunStore, "commit", real_commit)
+    done = RunStore(tmp_path / "run", resume=True).counts
+    assert opts.database_url is not None
+    job = Repository.open(opts.database_url).job(opts.job_id)
+    assert job is not None and job.status == "failed"
+    assert job.n_records == done.encounters_scored
+    assert job.n_abstained == done.abstained > 0
+    assert "_InterruptError" in job.details["error"]
+
+
+class _NanForOneEncounter:
+    """The real scorer, except that one admission's probabilities come out NaN."""
+
+    def __init__(self, inner: Any, encounter_id: str) -> None:
+        self._inner = inner
+        self._bad = encounter_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def score(self, rows: Any) -> Any:
+        scored = self._inner.score(rows)
+        for row in scored:
+            if row.encounter_id == self._bad:
+                row.risks = {k: float("nan") for k in row.risks}
+        return scored
+
+
+def test_a_nan_probability_is_reported_and_the_run_goes_on(
+    defect_export: Path, tiny_ckpt: Path, tiny_scorer: Any, tmp_path: Path
+) -> None:
+    good = run_score(
+        _opts(defect_export, tiny_ckpt, tmp_path / "good", record_job=False), tiny_scorer
+    )
+    ras = list(iter_ndjson(tmp_path / "good" / keys.RISK_NDJSON_FILE))
+    bad = ras[0]["encounter"]["reference"].rsplit("/", 1)[-1]
+    out = tmp_path / "nan"
+    nan = run_score(
+        _opts(defect_export, tiny_ckpt, out, record_job=False),
+        _NanForOneEncounter(tiny_scorer, bad),
+    )
+    failed = [e for e in _errors(out) if e["reason"] == keys.REASON_SCORING_FAILED]
+    assert [e["source"] for e in failed] == [f"Encounter/{bad}"]
+    assert "probability" in failed[0]["detail"]
+    assert nan.counts.encounters_scored == good.counts.encounters_scored - 1
+    assert nan.counts.risk_assessments == good.counts.risk_assessments - 3
+    left = list(iter_ndjson(out / keys.RISK_NDJSON_FILE))
+    assert all(r["encounter"]["reference"] != f"Encounter/{bad}" for r in left)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / keys.TABLE_PARQUET_FILE).to_pylist()
+    assert all(r[keys.COL_ENCOUNTER_ID] != bad for r in table)
+
+
+def test_second_run_with_the_same_cache_encodes_nothing(
+    shared_data: Path, tiny_ckpt: Path, tmp_path: Path
+) -> None:
+    from training.score.scorer import ScorerFactory
+
+    export = shared_data / "synthea-bulk-10"  # admissions with clinical notes
+
+    scorer = ScorerFactory(tiny_ckpt, tmp_path / "cache.sqlite", device="cpu")()
+    encoded: list[int] = []
+    for name in ("_encode_texts", "_encode_images"):
+        real = getattr(scorer, name)
+
+        def counting(items: list[object], real: Any = real) -> Any:
+            encoded.append(len(items))
+            return real(items)
+
+        setattr(scorer, name, counting)
+    first = run_score(_opts(export, tiny_ckpt, tmp_path / "one", record_job=False), scorer)
+    n_first = sum(encoded)
+    assert n_first > 0 and scorer.store.stats.misses > 0  # notes/images were encoded
+    hits, misses = scorer.store.stats.hits, scorer.store.stats.misses
+    second = run_score(_opts(export, tiny_ckpt, tmp_path / "two", record_job=False), scorer)
+    assert sum(encoded) == n_first  # not one encoder call more
+    assert scorer.store.stats.misses == misses
+    assert scorer.store.stats.hits > hits
+    assert _by_id(tmp_path / "two") == _by_id(tmp_path / "one")
+    assert second.counts.to_dict() == first.counts.to_dict()
 
 
 def _by_id(out: Path) -> dict[str, dict[str, Any]]:

@@ -8,8 +8,15 @@ from pathlib import Path
 import orjson
 
 from training.score import keys
+from training.score.fhir_r4 import R4_RESOURCE_TYPES
 from training.score.pipeline import Failure, PatientGroup
-from training.score.sources import ndjson_files, spill_groups
+from training.score.sources import (
+    PARSED_OVERHEAD,
+    SpillStats,
+    ndjson_files,
+    partition_count,
+    spill_groups,
+)
 
 
 def _write(path: Path, resources: list[object], extra: bytes = b"") -> None:
@@ -87,3 +94,138 @@ def test_spilling_to_disk_gives_the_same_groups(tmp_path: Path) -> None:
         (g.patient_id, g.resources) for g in in_memory
     )
     assert len(failures) == 3
+
+
+def _many_patients(folder: Path, n: int) -> Path:
+    """``n`` patients with three observations each, spread over two files."""
+    _write(
+        folder / "Patient.ndjson", [{"resourceType": "Patient", "id": f"p{i}"} for i in range(n)]
+    )
+    obs = [
+        {
+            "resourceType": "Observation",
+            "id": f"o{i}-{j}",
+            "subject": {"reference": f"Patient/p{i}"},
+            "valueQuantity": {"value": i + j / 10},
+        }
+        for i in range(n)
+        for j in range(3)
+    ]
+    _write(folder / "Observation.ndjson.gz", obs)
+    return folder
+
+
+def _sorted_groups(groups: list[PatientGroup]) -> list[tuple[str, list[dict[str, object]]]]:
+    return sorted((g.patient_id, g.resources) for g in groups)  # type: ignore[misc]
+
+
+def test_export_larger_than_the_budget_is_split_to_fit_it(tmp_path: Path) -> None:
+    folder = _many_patients(tmp_path, 300)
+    raw = sum(
+        len(gzip.decompress(p.read_bytes())) if p.name.endswith(".gz") else p.stat().st_size
+        for p in ndjson_files(folder)
+    )
+    budget = 24_000  # parsed bytes: the export needs several partitions
+    assert raw * PARSED_OVERHEAD > 10 * budget
+    stats = SpillStats()
+    items = list(spill_groups(ndjson_files(folder), memory_bytes=budget, stats=stats))
+    spilled = [i for i in items if isinstance(i, PatientGroup)]
+    assert stats.spilled
+    assert stats.partitions >= raw * PARSED_OVERHEAD // budget
+    assert 0 < stats.largest_partition_bytes * PARSED_OVERHEAD <= budget
+    in_memory = [
+        i
+        for i in spill_groups(ndjson_files(folder), memory_bytes=1 << 30)
+        if isinstance(i, PatientGroup)
+    ]
+    assert len(spilled) == 300
+    assert _sorted_groups(spilled) == _sorted_groups(in_memory)
+    # the same order too: the budget never changes which patients share a batch
+    assert [g.patient_id for g in spilled] == [g.patient_id for g in in_memory]
+
+
+def test_too_few_partitions_are_split_again(tmp_path: Path) -> None:
+    """An export bigger than its files said (here: 2 partitions forced) still fits."""
+    folder = _many_patients(tmp_path, 200)
+    stats = SpillStats()
+    budget = 24_000
+    groups = [
+        i
+        for i in spill_groups(ndjson_files(folder), partitions=2, memory_bytes=budget, stats=stats)
+        if isinstance(i, PatientGroup)
+    ]
+    assert stats.partitions > 2
+    assert stats.largest_partition_bytes * PARSED_OVERHEAD <= budget
+    assert [g.patient_id for g in groups] == sorted(f"p{i}" for i in range(200))
+
+
+def test_partition_count_follows_size_and_budget() -> None:
+    assert partition_count(0, 10_000) == 1
+    assert partition_count(10_000, PARSED_OVERHEAD * 10_000) == 1
+    assert partition_count(10_001, PARSED_OVERHEAD * 10_000) == 2
+    assert partition_count(10**9, 128 << 20) == 45
+    assert partition_count(10**12, 1) == 256  # capped: oversized partitions split again
+
+
+def test_truncated_gzip_is_reported_and_its_first_lines_kept(tmp_path: Path) -> None:
+    folder = _many_patients(tmp_path, 400)
+    whole = (folder / "Observation.ndjson.gz").read_bytes()
+    (folder / "Observation.ndjson.gz").write_bytes(whole[: len(whole) // 2])  # cut download
+    for memory_bytes in (1 << 30, 0):  # in memory and spilled
+        items = list(spill_groups(ndjson_files(folder), partitions=4, memory_bytes=memory_bytes))
+        failures = [i for i in items if isinstance(i, Failure)]
+        unreadable = [f for f in failures if f.reason == keys.REASON_UNREADABLE_FILE]
+        assert [f.source for f in unreadable] == ["Observation.ndjson.gz"]
+        assert "lines read before the fault" in unreadable[0].detail
+        groups = [i for i in items if isinstance(i, PatientGroup)]
+        assert len(groups) == 400  # Patient.ndjson, after the bad file, was read whole
+        n_obs = sum(1 for g in groups for r in g.resources if r["resourceType"] == "Observation")
+        assert 0 < n_obs < 1200
+        assert {g.patient_id for g in groups if len(g.resources) > 1} >= {"p0", "p1"}
+
+
+def test_truncated_gzip_in_a_ray_shard_is_reported(tmp_path: Path) -> None:
+    import numpy as np
+    import orjson as oj
+
+    from training.score.ray_engine import ERROR, PID, read_shard
+
+    folder = _many_patients(tmp_path, 400)
+    path = folder / "Observation.ndjson.gz"
+    path.write_bytes(path.read_bytes()[:2000])
+    tables = list(read_shard({"path": np.array([str(path)])}, frozenset()))
+    rows = [r for t in tables for r in t.to_pylist()]
+    errors = [oj.loads(r[ERROR]) for r in rows if r[ERROR]]
+    assert [e["reason"] for e in errors][-1] == keys.REASON_UNREADABLE_FILE
+    assert errors[-1]["source"] == "Observation.ndjson.gz"
+    assert any(r[PID] for r in rows)  # the lines before the cut are kept
+
+
+def test_patient_ids_with_tab_or_newline_survive_spilling(tmp_path: Path) -> None:
+    odd = ["tab\there", "new\nline", "back\\slash", 'quo"te']
+    _write(tmp_path / "Patient.ndjson", [{"resourceType": "Patient", "id": p} for p in odd])
+    _write(
+        tmp_path / "Observation.ndjson",
+        [
+            {"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": f"Patient/{p}"}}
+            for i, p in enumerate(odd)
+        ],
+    )
+    groups, failures = _run(tmp_path, memory_bytes=0)
+    assert not failures
+    assert sorted(g.patient_id for g in groups) == sorted(odd)
+    assert all(len(g.resources) == 2 for g in groups)
+
+
+def test_data_types_and_wrong_case_names_are_unknown_resource_types(tmp_path: Path) -> None:
+    names = ["Coding", "OBSERVATION", "observation", "HumanName", "Resource", "DomainResource"]
+    known_unused = ["Claim", "MedicinalProduct", "RiskEvidenceSynthesis"]  # R4 resources
+    _write(
+        tmp_path / "Mixed.ndjson",
+        [{"resourceType": t, "id": str(i)} for i, t in enumerate(names + known_unused)],
+    )
+    _, failures = _run(tmp_path)
+    unknown = [f for f in failures if f.reason == keys.REASON_UNKNOWN_TYPE]
+    assert [f.source for f in unknown] == [f"Mixed.ndjson:{i + 1}" for i in range(len(names))]
+    assert not [f for f in failures if f.reason != keys.REASON_UNKNOWN_TYPE]
+    assert len(R4_RESOURCE_TYPES) == 146  # FHIR R4 4.0.1, abstract Resource/DomainResource out

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from training.score.job import SmartOptions
 
 __all__ = ["score"]
 
@@ -33,13 +37,24 @@ patients are scored and committed in chunks. A bad line or an unscorable patient
 reported in errors.jsonl and the run goes on. --resume continues an interrupted run
 into the same --out without scoring anyone twice.
 
+--fhir authenticates with a bearer --token (or FHIR_TOKEN) or with SMART Backend
+Services (--smart-client-id and --smart-key; the token endpoint is discovered from the
+server's .well-known/smart-configuration unless --smart-token-url is given). A run
+whose write-back could not send everything ends "partial" (exit code 1): --resume sends
+the rest.
+
 Ray: --engine ray runs the same stages on Ray Data (shards read and patients
 featurised in CPU tasks, scoring in an actor pool with one GPU per actor when the
-cluster has GPUs); results are identical to --engine local. Without --address a local
-Ray is started. For a cluster, start it (`ray start --head` on one node, `ray start
---address=HEAD:6379` on the others, or KubeRay) and pass --address HEAD:6379 (or
---address auto on a node of the cluster, or set RAY_ADDRESS); every node needs this
-package installed and the export, checkpoint and --out paths on a shared file system.
+cluster has GPUs); results are identical to --engine local. --address is passed to
+ray.init: without it Ray joins the cluster named by RAY_ADDRESS or one already running
+on this machine, else starts a local one. For a cluster, start it (`ray start --head`
+on one node, `ray start --address=HEAD:6379` on the others, or KubeRay) and run the
+command on one of its nodes with --address auto (or HEAD:6379, the head's GCS
+address). From outside the cluster use Ray Client, --address ray://HEAD:10001, or
+better submit the command as a Ray job (`ray job submit --address
+http://HEAD:8265 -- moe-health score ...`). Every node needs this package installed
+and the export and checkpoint at the same paths (a shared or mounted file system);
+pass --embedding-cache-shared only when the cache file is on such a file system too.
 """
 
 
@@ -79,8 +94,9 @@ def score(
     address: str | None = typer.Option(
         None,
         "--address",
-        help="Ray cluster address for --engine ray, e.g. 'HEAD:6379' or 'auto'. "
-        "Default: start a local Ray on this machine.",
+        help="Ray address for --engine ray (ray.init semantics): 'auto' or 'HEAD:6379' "
+        "on a node of the cluster, 'ray://HEAD:10001' (Ray Client) from outside it. "
+        "Default: RAY_ADDRESS, a Ray running on this machine, else a new local Ray.",
     ),
     workers: int = typer.Option(
         1,
@@ -127,6 +143,45 @@ def score(
         help="SQLite file of note/image embeddings keyed by encoder + content hash "
         "(default OUT/embeddings.sqlite); point nightly runs at one file.",
     ),
+    embedding_cache_shared: bool = typer.Option(
+        False,
+        "--embedding-cache-shared",
+        help="--engine ray: the --embedding-cache file is on a file system every node "
+        "shares, so featurisers may skip decoding images it already embeds. Without it "
+        "(or a Ray on this machine only) every node's actors keep their own cache.",
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="FHIR_TOKEN",
+        help="Bearer token for --fhir (or the FHIR_TOKEN environment variable).",
+    ),
+    smart_client_id: str | None = typer.Option(
+        None,
+        "--smart-client-id",
+        help="--fhir with SMART Backend Services: the client id registered with the server.",
+    ),
+    smart_key: Path | None = typer.Option(
+        None,
+        "--smart-key",
+        help="PEM private key (RSA for RS384, EC P-384 for ES384) of --smart-client-id.",
+    ),
+    smart_token_url: str | None = typer.Option(
+        None,
+        "--smart-token-url",
+        help="SMART token endpoint. Default: from [--fhir]/.well-known/smart-configuration.",
+    ),
+    smart_scope: str | None = typer.Option(
+        None,
+        "--smart-scope",
+        help="Scopes to ask for. Default: 'system/*.read', plus "
+        "'system/RiskAssessment.write' with --write-back.",
+    ),
+    smart_kid: str | None = typer.Option(
+        None,
+        "--smart-kid",
+        help="Key id (JWT 'kid' header) of --smart-key, if the server needs it.",
+    ),
     database_url: str | None = typer.Option(
         None,
         "--database-url",
@@ -141,6 +196,7 @@ def score(
     ),
 ) -> None:
     from training.score.job import ScoreOptions, run_score
+    from training.score.run_store import ResumeMismatchError
 
     sources = [(k, v) for k, v in (("ndjson", ndjson), ("fhir", fhir), ("mimic", mimic_dir)) if v]
     if len(sources) != 1:
@@ -170,11 +226,40 @@ def score(
             ray_actors=ray_actors,
             workers=workers,
             progress=progress,
+            token=token,
+            smart=_smart(smart_client_id, smart_key, smart_token_url, smart_scope, smart_kid),
+            cache_shared=embedding_cache_shared,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    result = run_score(opts)
+    try:
+        result = run_score(opts)
+    except ResumeMismatchError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--resume") from exc
     typer.echo(result.summary())
+    if result.outcome != "succeeded":
+        raise typer.Exit(1)
+
+
+def _smart(
+    client_id: str | None,
+    key: Path | None,
+    token_url: str | None,
+    scope: str | None,
+    kid: str | None,
+) -> SmartOptions | None:
+    """SMART options from the CLI; client id and key come together or not at all."""
+    from training.score.job import SmartOptions
+
+    if client_id is None and key is None:
+        if token_url or scope or kid:
+            raise typer.BadParameter("the --smart-* options need --smart-client-id and --smart-key")
+        return None
+    if client_id is None or key is None:
+        raise typer.BadParameter(
+            "SMART Backend Services needs both --smart-client-id and --smart-key"
+        )
+    return SmartOptions(client_id, key, token_url, scope, kid)
 
 
 # One line per paragraph: the help renderer wraps to the terminal itself.

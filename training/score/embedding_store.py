@@ -7,7 +7,8 @@ never reuses an old model's vectors.
 
 SQLite in WAL mode lets several worker processes on one machine share a cache file.
 On a Ray cluster, point ``--embedding-cache`` at a path on each node (every node then
-keeps its own cache) or at a shared file system.
+keeps its own cache) or at a shared file system, and then say so with
+``--embedding-cache-shared`` (only then may featurisers trust the driver's cache).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ __all__ = [
     "ERRORS_FILE",
     "LEDGER_FILE",
     "PARTS_DIR",
+    "READ_REASONS",
     "REASON_ABSTAINED",
     "REASON_BAD_RESOURCE",
     "REASON_NO_ENCOUNTER",
@@ -28,6 +29,7 @@ __all__ = [
     "REASON_RECORD_FAILED",
     "REASON_SCORING_FAILED",
     "REASON_UNKNOWN_TYPE",
+    "REASON_UNREADABLE_FILE",
     "REASON_WRITE_BACK_FAILED",
     "RISK_NDJSON_FILE",
     "SUMMARY_FILE",
@@ -70,6 +72,10 @@ REASON_RECORD_FAILED: Final = "could not build a patient record"
 REASON_ABSTAINED: Final = "model abstained: no modality in the observation window"
 REASON_SCORING_FAILED: Final = "model could not score the record"
 REASON_WRITE_BACK_FAILED: Final = "write-back to the FHIR server failed"
+REASON_UNREADABLE_FILE: Final = "export file is corrupt or cut short; lines after the fault lost"
+
+# Reasons counted as ``bad_resources``: lines and resources of the export that were unusable.
+READ_REASONS: Final = frozenset({REASON_BAD_RESOURCE, REASON_UNKNOWN_TYPE, REASON_NO_PATIENT})
 
 # Output layout under --out.
 RISK_NDJSON_FILE: Final = "RiskAssessment.ndjson"

@@ -13,17 +13,25 @@ model once, one GPU each when the cluster has GPUs. Outputs are written by the d
 through the same ``RunStore``, so ``--resume``, the error file and the table behave as
 with the local engine, and the results are the same record for record.
 
-Pointing it at a cluster: start one (``ray start --head`` on one node, ``ray start
---address=<head>:6379`` on the others, or KubeRay), then run ``moe-health score
---engine ray --address <head>:6379 ...`` (or ``--address auto`` on a cluster node, or set
-``RAY_ADDRESS``). Every node needs this package installed and the NDJSON folder, the
-checkpoint and the embedding cache path visible at the same paths (a shared file system
-or object-store mount). Without ``--address`` a local Ray is started on this machine.
+Pointing it at a cluster: ``--address`` is passed to ``ray.init``. Start a cluster
+(``ray start --head`` on one node, ``ray start --address=<head>:6379`` on the others, or
+KubeRay) and run ``moe-health score --engine ray --address auto ...`` on one of its
+nodes (``--address <head>:6379``, the head's GCS address, works too). From outside the
+cluster, Ray Client (``--address ray://<head>:10001``) connects a remote driver; for
+long jobs Ray recommends submitting the command instead (``ray job submit --address
+http://<head>:8265 -- moe-health score ...``). Without ``--address``, Ray joins the
+cluster named by ``RAY_ADDRESS`` or one already running on this machine, else starts a
+local one. Every node needs this package installed and the NDJSON folder and the
+checkpoint at the same paths (a shared file system or object-store mount). The
+embedding cache is per node unless ``--embedding-cache-shared`` says its path is shared:
+featurisers only skip decoding cached images when they read the same cache file as the
+scoring actors (``training.score.job.image_probe_is_safe``).
 """
 
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +54,7 @@ from training.score.pipeline import (
 )
 from training.score.render import OutputRenderer
 from training.score.run_store import Chunk, RunCounts, RunStore
-from training.score.sources import canonical_group, line_source, open_ndjson, parse_line
+from training.score.sources import canonical_group, read_lines
 
 __all__ = ["FeaturiseStage", "RayEngine", "ScoreActor", "featurise_group", "read_shard"]
 
@@ -61,6 +69,9 @@ PID, RESOURCE, ERROR, FEATURES, FAILURES, SCORED, N_RES = (
     "scored",
     "n_resources",
 )
+# Seconds a task spent on a row (featurising its group / its share of a model batch):
+# summed by the driver into StageTimes, i.e. worker-seconds, not wall time.
+FEAT_S, MODEL_S = "featurise_s", "model_s"
 
 
 _READ_SCHEMA = pa.schema([(PID, pa.string()), (RESOURCE, pa.binary()), (ERROR, pa.binary())])
@@ -72,22 +83,20 @@ def read_shard(batch: dict[str, np.ndarray[Any, Any]], skip: frozenset[str]) -> 
         path = Path(str(path_str))
         out: dict[str, list[Any]] = {PID: [], RESOURCE: [], ERROR: []}
         sent = False
-        with open_ndjson(path) as fh:
-            for line_no, line in enumerate(fh, start=1):
-                parsed = parse_line(line, line_source(path, line_no))
-                if parsed is None:
-                    continue
-                if isinstance(parsed, Failure):
-                    out[PID].append(_ERROR_KEY)
-                    out[RESOURCE].append(b"")
-                    out[ERROR].append(orjson.dumps(parsed.to_dict()))
-                elif parsed[0] not in skip:
-                    out[PID].append(parsed[0])
-                    out[RESOURCE].append(line.rstrip(b"\r\n"))
-                    out[ERROR].append(b"")
-                if len(out[PID]) >= _READ_BATCH:
-                    yield pa.table(out, schema=_READ_SCHEMA)
-                    out, sent = {PID: [], RESOURCE: [], ERROR: []}, True
+        for line, parsed in read_lines(path):  # a corrupt gzip ends with a Failure
+            if parsed is None:
+                continue
+            if isinstance(parsed, Failure):
+                out[PID].append(_ERROR_KEY)
+                out[RESOURCE].append(b"")
+                out[ERROR].append(orjson.dumps(parsed.to_dict()))
+            elif parsed[0] not in skip:
+                out[PID].append(parsed[0])
+                out[RESOURCE].append(line.rstrip(b"\r\n"))
+                out[ERROR].append(b"")
+            if len(out[PID]) >= _READ_BATCH:
+                yield pa.table(out, schema=_READ_SCHEMA)
+                out, sent = {PID: [], RESOURCE: [], ERROR: []}, True
         if out[PID] or not sent:  # an empty file still yields a block with the schema
             yield pa.table(out, schema=_READ_SCHEMA)
 
@@ -102,6 +111,7 @@ class FeaturiseStage:
     image_cached: Callable[[str], bool] | None = None
 
     def __call__(self, group: dict[str, np.ndarray[Any, Any]]) -> dict[str, list[Any]]:
+        t0 = time.perf_counter()
         pids = group[PID]
         pid = str(pids[0]) if len(pids) else _ERROR_KEY
         if pid == _ERROR_KEY:  # the read failures of every shard
@@ -110,6 +120,7 @@ class FeaturiseStage:
                 N_RES: [0],
                 FEATURES: [pickle.dumps([])],
                 FAILURES: [b"[" + b",".join(bytes(e) for e in group[ERROR]) + b"]"],
+                FEAT_S: [time.perf_counter() - t0],
             }
         resources = [orjson.loads(bytes(r)) for r in group[RESOURCE]]
         records, failures = group_records(canonical_group(pid, resources), self.build)
@@ -120,6 +131,7 @@ class FeaturiseStage:
             N_RES: [len(resources)],
             FEATURES: [pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)],
             FAILURES: [orjson.dumps([f.to_dict() for f in failures])],
+            FEAT_S: [time.perf_counter() - t0],
         }
 
 
@@ -142,20 +154,28 @@ class ScoreActor:
         for blob in batch[FEATURES]:
             rows.extend(pickle.loads(bytes(blob)))
         failures: list[Failure] = []
+        t0 = time.perf_counter()
         scored = score_rows(rows, self.scorer, self.batch_size, failures)
+        model_s = (time.perf_counter() - t0) / max(1, len(batch[PID]))  # shared by the rows
         by_patient: dict[str, list[ScoredRow]] = {}
         for s in scored:
             by_patient.setdefault(s.patient_id, []).append(s)
         extra: dict[str, list[dict[str, Any]]] = {}
         for f in failures:
             extra.setdefault(f.patient_id or _ERROR_KEY, []).append(f.to_dict())
-        out: dict[str, list[Any]] = {PID: [], N_RES: [], SCORED: [], FAILURES: []}
-        for pid, n_res, fails in zip(batch[PID], batch[N_RES], batch[FAILURES], strict=True):
+        out: dict[str, list[Any]] = {
+            PID: [], N_RES: [], SCORED: [], FAILURES: [], FEAT_S: [], MODEL_S: []
+        }  # fmt: skip
+        for pid, n_res, fails, feat_s in zip(
+            batch[PID], batch[N_RES], batch[FAILURES], batch[FEAT_S], strict=True
+        ):
             key = str(pid)
             out[PID].append(key)
             out[N_RES].append(int(n_res))
             out[SCORED].append(pickle.dumps(by_patient.get(key, [])))
             out[FAILURES].append(orjson.dumps(orjson.loads(bytes(fails)) + extra.get(key, [])))
+            out[FEAT_S].append(float(feat_s))
+            out[MODEL_S].append(model_s)
         return out
 
 
@@ -183,9 +203,15 @@ class RayEngine:
         progress: Callable[[int], Any] | None = None,
         times: StageTimes | None = None,
     ) -> RunCounts:
-        """Score every patient in ``files`` not yet in ``store``'s ledger."""
+        """Score every patient in ``files`` not yet in ``store``'s ledger.
+
+        ``times``: featurise and model seconds summed over Ray tasks (worker-seconds:
+        reading happens in the same tasks and is not split out); write is the driver's
+        render + write-back + commit time.
+        """
         import ray.data
 
+        times = times if times is not None else StageTimes()
         if not files:
             return store.counts
         ctx = ray.data.DataContext.get_current()
@@ -220,11 +246,13 @@ class RayEngine:
                 pending.counts.resources += int(n_res)
                 scored.extend(pickle.loads(bytes(blob)))
                 failures.extend(_failure(d) for d in orjson.loads(bytes(fails)))
+            times.read_featurise += float(np.sum(batch[FEAT_S]))
+            times.model += float(np.sum(batch[MODEL_S]))
             if len(pending.patient_ids) >= self.chunk_patients:
-                self._commit(pending, scored, failures, store, progress)
+                self._commit(pending, scored, failures, store, progress, times)
                 pending, scored, failures = Chunk(), [], []
         if not pending.empty or failures:
-            self._commit(pending, scored, failures, store, progress)
+            self._commit(pending, scored, failures, store, progress, times)
         return store.counts
 
     def _commit(
@@ -234,11 +262,14 @@ class RayEngine:
         failures: list[Failure],
         store: RunStore,
         progress: Callable[[int], Any] | None,
+        times: StageTimes,
     ) -> None:
+        t0 = time.perf_counter()
         self.render.fill(chunk, scored, failures)
         if self.on_commit is not None:
             self.on_commit(chunk)
         store.commit(chunk)
+        times.write += time.perf_counter() - t0
         if progress is not None:
             progress(len(chunk.patient_ids))
 

@@ -24,9 +24,6 @@ from training.score.run_store import Chunk
 
 __all__ = ["OutputRenderer", "risk_assessment", "task_risk_assessment_id"]
 
-_READ_REASONS = frozenset(
-    {keys.REASON_BAD_RESOURCE, keys.REASON_UNKNOWN_TYPE, keys.REASON_NO_PATIENT}
-)
 _MODALITY_BY_NAME = {m.name.lower(): m for m in MODALITIES}
 
 
@@ -66,9 +63,26 @@ class OutputRenderer:
     info: ModelInfo
 
     def fill(self, chunk: Chunk, scored: Sequence[ScoredRow], failures: Sequence[Failure]) -> None:
-        """Add RiskAssessments, table rows, error lines and counts to ``chunk``."""
+        """Add RiskAssessments, table rows, error lines and counts to ``chunk``.
+
+        A row whose RiskAssessments cannot be built (a NaN or out-of-range probability)
+        is reported as a scoring failure and left out of every output; the rest go on.
+        """
         scored_patients: set[str] = set()
+        problems = list(failures)
         for row in scored:
+            try:
+                ras = [] if row.abstain_reason else self.risk_assessments(row)
+            except Exception as exc:  # one bad row must not stop the run
+                problems.append(
+                    Failure(
+                        keys.REASON_SCORING_FAILED,
+                        row.patient_id,
+                        f"Encounter/{row.encounter_id}",
+                        f"{type(exc).__name__}: {exc}"[:500],
+                    )
+                )
+                continue
             chunk.rows.extend(table_rows(row, self.info))
             if row.abstain_reason:
                 chunk.counts.abstained += 1
@@ -83,14 +97,16 @@ class OutputRenderer:
                 continue
             scored_patients.add(row.patient_id)
             chunk.counts.encounters_scored += 1
-            for task in TASKS:
-                if task.key in row.risks:
-                    chunk.risk_assessments.append(risk_assessment(row, task, self.info))
+            chunk.risk_assessments.extend(ras)
         chunk.counts.risk_assessments = len(chunk.risk_assessments)
-        chunk.errors.extend(f.to_dict() for f in failures)
+        chunk.errors.extend(f.to_dict() for f in problems)
         in_chunk = set(chunk.patient_ids)
         chunk.counts.patients = len(in_chunk)
         chunk.counts.patients_scored = len(scored_patients & in_chunk)
         chunk.counts.patients_failed = len(in_chunk - scored_patients)
-        chunk.counts.bad_resources = sum(1 for f in failures if f.reason in _READ_REASONS)
+        chunk.counts.bad_resources = sum(1 for f in problems if f.reason in keys.READ_REASONS)
         chunk.counts.failures = len(chunk.errors)
+
+    def risk_assessments(self, row: ScoredRow) -> list[dict[str, Any]]:
+        """One RiskAssessment per task the row has a risk for (raises on a bad risk)."""
+        return [risk_assessment(row, task, self.info) for task in TASKS if task.key in row.risks]

@@ -1,12 +1,26 @@
 """Bulk NDJSON on disk -> one ``PatientGroup`` per patient, with bounded memory.
 
 A Bulk Data export is one file per resource type, so a patient's resources are spread
-over many files. ``spill_groups`` reads every line once. A small export is grouped in
-memory; past a byte budget every line goes to one of ``P`` partition files chosen by a
-hash of the patient id (spill to disk), and partitions are grouped one at a time, so
-memory is bounded by the budget plus the largest partition (about ``export size / P``).
-Lines that are not JSON, resources of a type FHIR does not define, and resources that
-name no patient become ``Failure`` items; the run goes on.
+over many files. ``spill_groups`` reads every line once and parses it once. A small
+export is grouped in memory; past the memory budget every line goes to one of ``P``
+partition files chosen by its patient id (spill to disk), and partitions are grouped
+one at a time.
+
+The budget is for *parsed* resources: Python dicts take about ``PARSED_OVERHEAD`` times
+the bytes of their JSON line, so raw bytes are weighed by that factor. ``P`` follows the
+export's size (``partition_count``) so that one partition's lines, parsed, fit in the
+budget; a partition that still comes out too large (an export bigger than its files
+said, or ids unlike those the ranges were cut from) is split again before it is
+grouped. Memory is then bounded by the budget, except for a single patient whose own
+resources exceed it (a patient is always grouped whole).
+
+Partitions are ranges of patient ids, cut from the patients held in memory when the
+spill starts, so groups come out in patient-id order whether the export spilled or
+not: the memory budget never changes the scoring batches, hence never the results.
+
+Lines that are not JSON, resources of a type FHIR R4 does not define, and resources
+that name no patient become ``Failure`` items; so does a gzip file that is cut short or
+corrupt (the lines before the fault are kept). The run goes on.
 
 Plain (``.ndjson``) and gzip (``.ndjson.gz``) files are read alike. Within a group,
 resources are ordered by (type, id), so every engine sees the same order.
@@ -14,13 +28,14 @@ resources are ordered by (type, id), so every engine sees the same order.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
-import functools
 import gzip
-import importlib.util
+import os
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -29,18 +44,24 @@ import orjson
 from fhir_adapters.fhir_keys import SUPPORTED_TYPES
 from fhir_adapters.references import patient_id_of
 from training.score import keys
+from training.score.fhir_r4 import R4_RESOURCE_TYPES
 from training.score.pipeline import Failure, PatientGroup
 
 __all__ = [
     "DEFAULT_MEMORY_BYTES",
+    "PARSED_OVERHEAD",
     "SCORED_RESOURCE_TYPES",
     "ParsedLine",
+    "SpillStats",
     "canonical_group",
+    "estimated_raw_bytes",
     "is_fhir_type",
     "line_source",
     "ndjson_files",
     "open_ndjson",
     "parse_line",
+    "partition_count",
+    "read_lines",
     "resource_patient_id",
     "spill_groups",
 ]
@@ -48,12 +69,27 @@ __all__ = [
 # Resource types the record builder reads. Other FHIR R4 types (Claim, Organization,
 # ...) are skipped silently; a type FHIR R4 does not define is counted and reported.
 SCORED_RESOURCE_TYPES = SUPPORTED_TYPES
-_DEFAULT_PARTITIONS = 64
 _PATIENT_PREFIX = "Patient/"
-DEFAULT_MEMORY_BYTES = 128 * 1024 * 1024  # NDJSON bytes held parsed before spilling
+DEFAULT_MEMORY_BYTES = 128 * 1024 * 1024  # parsed resources held at once (estimated)
+# Bytes of parsed Python objects per byte of NDJSON: tracemalloc measures about 4.9 on
+# Synthea R4 resources; rounded up so the estimate errs on the safe side.
+PARSED_OVERHEAD = 6
+_MAX_FANOUT = 256  # partition files open at once (well under the usual 1024 fd limit)
+_MIN_PARTITION_BYTES = 1024
+# Errors of a gzip stream that is cut short or damaged: the file is reported, not fatal.
+_CORRUPT_FILE_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 # (patient id, resource) on success, a Failure otherwise, None for a skipped line.
 ParsedLine = tuple[str, dict[str, Any]] | Failure | None
+
+
+@dataclass(slots=True)
+class SpillStats:
+    """How ``spill_groups`` grouped an export (for tests, benchmarks and logs)."""
+
+    spilled: bool = False
+    partitions: int = 0  # partition files grouped, re-splits included
+    largest_partition_bytes: int = 0  # spill-file bytes of the largest partition grouped
 
 
 def ndjson_files(folder: Path) -> list[Path]:
@@ -68,13 +104,46 @@ def ndjson_files(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: str(p.relative_to(folder)))
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
 def open_ndjson(path: Path) -> IO[bytes]:
     """A binary line reader for a plain or gzip NDJSON file (by content, not name)."""
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
+    if _is_gzip(path):
         return cast(IO[bytes], gzip.open(path, "rb"))
     return open(path, "rb")
+
+
+def estimated_raw_bytes(path: Path) -> int:
+    """Uncompressed size of an NDJSON file, to size the spill partitions before reading.
+
+    For gzip, the trailer's ISIZE (uncompressed size mod 2**32, of the last member only);
+    never less than the compressed size. An estimate: oversized partitions are split
+    again anyway.
+    """
+    size = path.stat().st_size
+    if size < 18 or not _is_gzip(path):
+        return size
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(fh.read(4), "little")
+    return max(size, isize)
+
+
+def partition_count(raw_bytes: int, memory_bytes: int) -> int:
+    """Spill partitions for ``raw_bytes`` of NDJSON so one, parsed, fits ``memory_bytes``."""
+    return max(1, min(_MAX_FANOUT, -(-raw_bytes // _partition_bytes(memory_bytes))))
+
+
+def _partition_bytes(memory_bytes: int) -> int:
+    """Largest spill partition (raw bytes) to group at once under ``memory_bytes``.
+
+    Never under ``_MIN_PARTITION_BYTES``: a degenerate budget (0 in tests) would split
+    every partition down to one patient, in thousands of files.
+    """
+    return max(_MIN_PARTITION_BYTES, memory_bytes // PARSED_OVERHEAD)
 
 
 def resource_patient_id(resource: dict[str, Any]) -> str | None:
@@ -116,17 +185,35 @@ def parse_line(line: bytes, source: str) -> ParsedLine:
     return pid, resource
 
 
-@functools.cache
 def is_fhir_type(rtype: str) -> bool:
-    """Whether FHIR R4B defines a resource type of this name (fhir.resources' models)."""
-    if not rtype.isidentifier() or not rtype[:1].isupper():
-        return False
-    return importlib.util.find_spec(f"fhir.resources.R4B.{rtype.lower()}") is not None
+    """Whether FHIR R4 defines a *resource* type spelled exactly ``rtype``.
+
+    Data types ("Coding") and wrong-cased names ("OBSERVATION") are not resource types:
+    a line carrying one is reported as an unknown type, not skipped as a known one.
+    """
+    return rtype in R4_RESOURCE_TYPES
 
 
 def line_source(path: Path, line_no: int) -> str:
     """How an error names a line: ``<file name>:<1-based line>``."""
     return f"{path.name}:{line_no}"
+
+
+def read_lines(path: Path) -> Iterator[tuple[bytes, ParsedLine]]:
+    """(raw line, parsed line) for each line of ``path``, in order.
+
+    A gzip file that is cut short or damaged ends with ``(b"", Failure)`` naming the
+    file: the lines decompressed before the fault have been yielded and are kept, so
+    one bad download costs that file's tail, not the run.
+    """
+    line_no = 0
+    try:
+        with open_ndjson(path) as fh:
+            for line_no, line in enumerate(fh, start=1):
+                yield line, parse_line(line, line_source(path, line_no))
+    except _CORRUPT_FILE_ERRORS as exc:
+        detail = f"{type(exc).__name__}: {exc}; {line_no} lines read before the fault"
+        yield b"", Failure(keys.REASON_UNREADABLE_FILE, None, path.name, detail[:500])
 
 
 def canonical_group(patient_id: str, resources: Iterable[dict[str, Any]]) -> PatientGroup:
@@ -137,70 +224,157 @@ def canonical_group(patient_id: str, resources: Iterable[dict[str, Any]]) -> Pat
     return PatientGroup(patient_id, ordered)
 
 
-def _partition(patient_id: str, n: int) -> int:
-    return zlib.crc32(patient_id.encode()) % n
+def _split_record(record: bytes) -> tuple[bytes, bytes]:
+    """(JSON-encoded patient id, raw resource) of a spill-file line."""
+    key, _, raw = record.partition(b"\t")
+    return key, raw
+
+
+def _even_splits(sizes: dict[str, int], n: int) -> list[str]:
+    """At most ``n - 1`` patient ids that cut ``sizes`` (id -> bytes, any order) into
+    ranges of about equal bytes; a range starts at its split id."""
+    per_range = sum(sizes.values()) / max(1, n)
+    splits: list[str] = []
+    held = 0
+    for pid in sorted(sizes):
+        # cut before a patient that would overfill the range: a range is then at most
+        # ``per_range`` bytes or one patient, and two patients or more always get a cut
+        if held and held + sizes[pid] > per_range and len(splits) < n - 1:
+            splits.append(pid)
+            held = 0
+        held += sizes[pid]
+    return splits
+
+
+class _Partitions:
+    """Spill files under ``folder``, one per range of patient ids (``splits`` cut them).
+
+    Ranges, not hashes: partitions grouped in turn, each in sorted order, yield the
+    patients in the same sorted order as the in-memory path, so the memory budget never
+    changes which patients share a scoring batch (float results can depend on that).
+    """
+
+    def __init__(self, folder: Path, splits: list[str], stack: contextlib.ExitStack) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.splits = splits
+        self.paths = [folder / f"{i:04d}" for i in range(len(splits) + 1)]
+        self.files = [stack.enter_context(p.open("wb")) for p in self.paths]
+
+    def add(self, pid: str, line: bytes) -> None:
+        """Spill one resource line of patient ``pid``.
+
+        A spill-file line is the patient id as a JSON string, a tab, the raw resource:
+        the JSON string escapes tabs and newlines, so any patient id round-trips.
+        """
+        self.copy(pid, orjson.dumps(pid) + b"\t" + line.rstrip(b"\r\n") + b"\n")
+
+    def copy(self, pid: str, record: bytes) -> None:
+        """Write a spill-file line of patient ``pid`` into its range's file."""
+        self.files[bisect.bisect_right(self.splits, pid)].write(record)
 
 
 def spill_groups(
     files: Iterable[Path],
     *,
-    partitions: int = _DEFAULT_PARTITIONS,
+    partitions: int | None = None,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
     skip: frozenset[str] | set[str] = frozenset(),
     workdir: Path | None = None,
+    stats: SpillStats | None = None,
 ) -> Iterator[PatientGroup | Failure]:
-    """Every patient's resources as one group (see the module docstring).
+    """Every patient's resources as one group, in patient-id order (module docstring).
 
-    Parsed resources stay in memory while their lines total less than ``memory_bytes``
-    (one JSON parse per line); past that, everything goes to ``partitions`` spill files
-    and each partition is grouped in turn. Patients in ``skip`` (already scored, for
-    ``--resume``) are dropped while reading. Failures are yielded as they are found.
+    Parsed resources stay in memory while their estimated parsed size is under
+    ``memory_bytes``; past that, everything goes to spill partitions (``partitions``, or
+    by default as many as the export's size needs; their id ranges are cut from the
+    patients read so far) and each is grouped in turn. Patients in ``skip`` (already
+    scored, for ``--resume``) are dropped while reading. Failures are yielded as they
+    are found.
     """
-    if partitions < 1:
+    if partitions is not None and partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
+    stats = stats if stats is not None else SpillStats()
+    paths = list(files)
     with tempfile.TemporaryDirectory(prefix="moe-score-", dir=workdir) as tmp:
         memory: dict[str, list[dict[str, Any]]] = {}
+        sizes: dict[str, int] = {}  # raw bytes per patient held in memory
+        spill: _Partitions | None = None
         held = 0
         with contextlib.ExitStack() as stack:
-            spill: list[IO[bytes]] = []
-            for path in files:
-                with open_ndjson(path) as fh:
-                    for line_no, line in enumerate(fh, start=1):
-                        parsed = parse_line(line, line_source(path, line_no))
-                        if parsed is None:
-                            continue
-                        if isinstance(parsed, Failure):
-                            yield parsed
-                            continue
-                        pid, resource = parsed
-                        if pid in skip:
-                            continue
-                        if not spill:
-                            memory.setdefault(pid, []).append(resource)
-                            held += len(line)
-                            if held > memory_bytes:  # from here on, spill to disk
-                                spill = [
-                                    stack.enter_context(open(Path(tmp) / f"{i:04d}", "wb"))
-                                    for i in range(partitions)
-                                ]
-                                for mpid in list(memory):
-                                    out = spill[_partition(mpid, partitions)]
-                                    for res in memory.pop(mpid):
-                                        out.write(mpid.encode() + b"\t" + orjson.dumps(res) + b"\n")
-                            continue
-                        out = spill[_partition(pid, partitions)]
-                        # the raw line, prefixed by its patient: no re-serialisation
-                        out.write(pid.encode() + b"\t" + line.rstrip(b"\r\n") + b"\n")
-            spilled = bool(spill)
-        if not spilled:
+            for path in paths:
+                for line, parsed in read_lines(path):
+                    if parsed is None:
+                        continue
+                    if isinstance(parsed, Failure):
+                        yield parsed
+                        continue
+                    pid, resource = parsed
+                    if pid in skip:
+                        continue
+                    if spill is not None:  # the raw line: no re-serialisation
+                        spill.add(pid, line)
+                        continue
+                    memory.setdefault(pid, []).append(resource)
+                    sizes[pid] = sizes.get(pid, 0) + len(line)
+                    held += len(line)
+                    if held * PARSED_OVERHEAD > memory_bytes:  # from here on, spill to disk
+                        total = sum(estimated_raw_bytes(p) for p in paths)
+                        n = partitions or partition_count(total, memory_bytes)
+                        spill = _Partitions(Path(tmp) / "p", _even_splits(sizes, n), stack)
+                        for mpid in list(memory):
+                            for res in memory.pop(mpid):
+                                spill.add(mpid, orjson.dumps(res))
+                        sizes.clear()
+        if spill is None:
             for pid in sorted(memory):
                 yield canonical_group(pid, memory.pop(pid))
             return
-        for i in range(partitions):
-            by_patient: dict[str, list[dict[str, Any]]] = {}
-            with open(Path(tmp) / f"{i:04d}", "rb") as fh:
-                for line in fh:
-                    pid_raw, _, raw = line.partition(b"\t")
-                    by_patient.setdefault(pid_raw.decode(), []).append(orjson.loads(raw))
-            for pid in sorted(by_patient):
-                yield canonical_group(pid, by_patient.pop(pid))
+        stats.spilled = True
+        for path in spill.paths:
+            yield from _group_partition(path, memory_bytes, stats)
+
+
+def _group_partition(path: Path, memory_bytes: int, stats: SpillStats) -> Iterator[PatientGroup]:
+    """The groups of one spill file, splitting it by id range first if over budget."""
+    size = path.stat().st_size
+    if size > _partition_bytes(memory_bytes):
+        parts = _resplit(path, partition_count(size, memory_bytes))
+        if parts is not None:
+            path.unlink()
+            for part in parts:
+                yield from _group_partition(part, memory_bytes, stats)
+            return
+    stats.partitions += 1
+    stats.largest_partition_bytes = max(stats.largest_partition_bytes, size)
+    by_patient: dict[bytes, list[dict[str, Any]]] = {}
+    with open(path, "rb") as fh:
+        for record in fh:
+            key, raw = _split_record(record)
+            by_patient.setdefault(key, []).append(orjson.loads(raw))
+    path.unlink()  # free the disk as we go
+    groups = {orjson.loads(k): v for k, v in by_patient.items()}
+    by_patient.clear()
+    for pid in sorted(groups):
+        yield canonical_group(pid, groups.pop(pid))
+
+
+def _resplit(path: Path, n: int) -> list[Path] | None:
+    """Split a spill file into about ``n`` id ranges of even bytes; None for one patient.
+
+    Reads the file twice: once for each patient's bytes (ids only are held), once to
+    copy the lines. A range then holds about ``size / n`` bytes or a single patient.
+    """
+    sizes: dict[str, int] = {}
+    with open(path, "rb") as fh:
+        for record in fh:
+            pid = orjson.loads(_split_record(record)[0])
+            sizes[pid] = sizes.get(pid, 0) + len(record)
+    if len(sizes) < 2:
+        return None  # one patient is grouped whole, whatever its size
+    splits = _even_splits(sizes, max(2, n))
+    with contextlib.ExitStack() as stack:
+        out = _Partitions(path.with_name(path.name + ".r"), splits, stack)
+        with open(path, "rb") as fh:
+            for record in fh:
+                out.copy(orjson.loads(_split_record(record)[0]), record)
+    return out.paths
