@@ -3,17 +3,23 @@
 A hospital export does not fit in memory, so grouping is a bounded two-stage process:
 
 1. **Scan.** Every line of every ``*.ndjson`` / ``*.ndjson.gz`` file is read once. Its
-   resource type and patient are found *without* parsing the JSON when the line has no
-   ``"contained"`` resources: two byte regexes (see ``_classify``). Other lines, and
-   Patient lines, are parsed with orjson. Lines of types the assembler does not read
-   (Claim, ExplanationOfBenefit, ...) are counted and dropped here, unparsed. Kept
+   resource type and patient are found *without* parsing the JSON (see ``_classify``):
+   the type from a leading ``{"resourceType":"..."`` (the object's first key, so never a
+   contained resource's), else from a byte regex when the line has no ``"contained"``;
+   the patient from a byte regex when it has none. Other lines, and Patient lines, are
+   parsed with orjson. Lines of types the assembler does not read (Claim,
+   ExplanationOfBenefit, ... with or without contained resources) are counted and
+   dropped here, unparsed. Kept
    lines are buffered as raw bytes per patient in memory while the buffer holds less
    than ``spill_bytes`` (256 MiB by default); past that, everything is spilled to a
    temporary SQLite file (one row per line: patient id, bytes) and the rest of the scan
    goes there (in insert batches of at most ``min(spill_bytes, 8 MiB)``). Memory stays
    bounded by ``spill_bytes`` plus one patient's resources, whatever the export size.
 2. **Group.** Patients are yielded in sorted id order (SQLite sorts on disk); each
-   patient's lines are parsed with orjson only then.
+   patient's lines are parsed with orjson only then. ``records_from_ndjson`` never holds
+   a patient's parsed resources all at once: it hands them to the assembler one by one
+   as they are parsed (see ``_records_one_pass``), which keeps the garbage collector's
+   old generations, and so its full collections, small.
 
 **Shared resources.** ``Endpoint`` lines (the DICOMweb address an ImagingStudy names
 through ``endpoint``) belong to no patient; they are parsed during the scan and handed
@@ -43,7 +49,7 @@ from typing import IO, Any
 import orjson
 
 from fhir_adapters.fhir_keys import RT_ENDPOINT, RT_PATIENT, SUPPORTED_TYPES
-from fhir_adapters.record import BuildReport, build_patient_records
+from fhir_adapters.record import BuildReport, build_unique_patient_records, unique_order
 from fhir_adapters.references import patient_id_of, reference_id
 from moe_core.records import PatientRecord
 
@@ -63,7 +69,14 @@ SHARED_TYPES = frozenset({RT_ENDPOINT})  # patient-less resources image sources 
 _MAX_EXAMPLES = 20
 _TYPE_RE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
 _REF_RE = re.compile(rb'"(?:subject|patient)"\s*:\s*\{[^{}]*?"reference"\s*:\s*"([^"]+)"')
-_ID_RE = re.compile(rb'"id"\s*:\s*"([^"]+)"')
+_LEADING_TYPE_RE = re.compile(rb'\{\s*"resourceType"\s*:\s*"([A-Za-z]+)"')
+_COMPACT_PREFIX = b'{"resourceType":"'
+_COMPACT_LEN = len(_COMPACT_PREFIX)
+_TYPE_NAMES: dict[bytes, str] = {}  # raw type name -> str (a few dozen FHIR types)
+_MAX_TYPE_NAMES = 1024
+_ID_KEY = b',"id":"'
+_ID_KEY_LEN = len(_ID_KEY)
+_KEY_LEN = len(b'"subject"')  # == len(b'"patient"')
 
 
 @dataclass(slots=True)
@@ -106,24 +119,117 @@ def read_ndjson_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield n, line
 
 
-def _classify(line: bytes, wanted: frozenset[str]) -> tuple[str | None, str | None, bool]:
+def _type_name(raw: bytes) -> str | None:
+    """A raw type name as ``str`` if it is ``[A-Za-z]+`` (memoised), else ``None``."""
+    name = _TYPE_NAMES.get(raw)
+    if name is None and raw.isalpha():  # bytes.isalpha: ASCII letters only, like [A-Za-z]+
+        name = raw.decode("ascii")
+        if len(_TYPE_NAMES) < _MAX_TYPE_NAMES:
+            _TYPE_NAMES[raw] = name
+    return name
+
+
+def _leading_type(line: bytes) -> str | None:
+    """The type named by a line's FIRST key, when that key is ``resourceType``.
+
+    The first key of the top-level object cannot belong to a contained resource, so this
+    holds with or without ``"contained"``. The common compact form is checked with
+    ``startswith`` (no regex); an escaped or non-letter type falls back to the parser.
+    """
+    if line.startswith(_COMPACT_PREFIX):
+        end = line.find(b'"', _COMPACT_LEN)
+        if end > 0:
+            raw = line[_COMPACT_LEN:end]
+            name = _TYPE_NAMES.get(raw) or _type_name(raw)
+            if name is not None:
+                return name
+    m = _LEADING_TYPE_RE.match(line)
+    return m.group(1).decode("ascii") if m is not None else None
+
+
+def _leading_key(line: bytes) -> tuple[str, str] | None:
+    """(type, id) of a line that starts ``{"resourceType":"<type>","id":"<id>"``.
+
+    Both are then top-level keys (the object's first two). ``None`` for any other form,
+    an empty id, or an id with a JSON escape (its raw bytes would not be its value).
+    The object may still repeat a key later: callers check against the parsed resource.
+    """
+    if not line.startswith(_COMPACT_PREFIX):
+        return None
+    end = line.find(b'"', _COMPACT_LEN)
+    if end < 0 or not line.startswith(_ID_KEY, end + 1):
+        return None
+    raw_type = line[_COMPACT_LEN:end]
+    rtype = _TYPE_NAMES.get(raw_type) or _type_name(raw_type)
+    start = end + 1 + _ID_KEY_LEN
+    stop = line.find(b'"', start)
+    raw_id = line[start:stop]
+    if rtype is None or stop <= start or b"\\" in raw_id:
+        return None
+    try:
+        return rtype, raw_id.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _reference_match(line: bytes) -> re.Match[bytes] | None:
+    """``_REF_RE.search(line)``, started at the first ``"subject"`` / ``"patient"`` key.
+
+    No match can start before the first of those literals, so the result is the same;
+    ``bytes.find`` only gets there much faster than the regex engine on long lines.
+    ``"patient"`` is looked for only before the first ``"subject"`` (most resources name
+    their patient ``subject``, early), so a line is not scanned to its end twice.
+    """
+    start = line.find(b'"subject"')
+    before = line.find(b'"patient"', 0, len(line) if start < 0 else start + _KEY_LEN - 1)
+    if before >= 0:
+        start = before
+    return _REF_RE.search(line, start) if start >= 0 else None
+
+
+class _PatientIds:
+    """``reference_id`` of raw reference bytes, memoised (a patient's lines repeat it)."""
+
+    def __init__(self, limit: int = 65_536) -> None:
+        self.limit = limit
+        self.ids: dict[bytes, str | None] = {}
+
+    def __call__(self, raw: bytes) -> str | None:
+        try:
+            return self.ids[raw]
+        except KeyError:
+            pass
+        if len(self.ids) >= self.limit:
+            self.ids.clear()  # bounded: an export may name millions of patients
+        pid = self.ids[raw] = reference_id(raw.decode())
+        return pid
+
+
+def _classify(
+    line: bytes, wanted: frozenset[str], patient_ids: _PatientIds | None = None
+) -> tuple[str | None, str | None, bool]:
     """(resource type, patient id, parsed-ok) from raw bytes, parsing only if ambiguous.
 
-    Without ``"contained"`` a line holds one resource, so the first ``resourceType`` is
-    the resource's own; unwanted types stop there, unparsed. Within the types the
-    assembler reads, ``subject`` / ``patient`` only occur at the top level, so the first
-    reference found is the patient. Patients themselves are parsed (for their id).
+    A line whose first key is ``resourceType`` names its type there (``_leading_type``);
+    otherwise, without ``"contained"`` a line holds one resource, so the first
+    ``resourceType`` is the resource's own. Unwanted types stop there, unparsed. Within
+    the types the assembler reads, ``subject`` / ``patient`` only occur at the top
+    level, so without ``"contained"`` the first reference found is the patient.
+    Patients themselves are parsed (for their id).
     """
-    if b'"contained"' not in line:
+    rtype = _leading_type(line)
+    if rtype is None and b'"contained"' not in line:
         m = _TYPE_RE.search(line)
-        if m is not None:
-            rtype = m.group(1).decode()
-            if rtype not in wanted:
-                return rtype, None, True
-            if rtype != RT_PATIENT:
-                ref = _REF_RE.search(line)
-                if ref is not None:
-                    return rtype, reference_id(ref.group(1).decode()), True
+        rtype = m.group(1).decode() if m is not None else None
+    if rtype is not None:
+        if rtype not in wanted:
+            return rtype, None, True
+        if rtype != RT_PATIENT and b'"contained"' not in line:
+            ref = _reference_match(line)
+            if ref is not None:
+                raw = ref.group(1)
+                pid = patient_ids(raw) if patient_ids is not None else reference_id(raw.decode())
+                return rtype, pid, True
     try:
         res: Any = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -226,15 +332,92 @@ def group_by_patient(
     See the module docstring for the memory bound.
     """
     report = report if report is not None else NdjsonReport()
+    groups = _line_groups(
+        source, types=types, spill_bytes=spill_bytes, tmp_dir=tmp_dir, report=report, shared=shared
+    )
+    for pid, lines in groups:
+        yield pid, [res for _, res in _parse_lines(lines, report)]
+
+
+def _parse_lines(
+    lines: Iterable[bytes], report: NdjsonReport
+) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """(line, resource) for each line orjson parses; corrupt lines are counted in
+    ``report`` and skipped. (A kept line starts with ``{``: it parses to a dict or fails.)"""
+    loads = orjson.loads
+    for line in lines:
+        try:
+            res = loads(line)
+        except orjson.JSONDecodeError:
+            report.corrupt += 1
+            continue
+        yield line, res
+
+
+def _unique_lines(
+    lines: Iterable[bytes], report: NdjsonReport
+) -> tuple[list[bytes], list[int], int]:
+    """(valid lines, positions in them to keep, duplicates dropped): ``unique_order`` over
+    the lines parsed one at a time; corrupt lines are counted in ``report`` and left out."""
+    valid: list[bytes] = []
+
+    def resources() -> Iterator[dict[str, Any]]:
+        for line, res in _parse_lines(lines, report):
+            valid.append(line)
+            yield res
+
+    order, dropped = unique_order(resources())
+    return valid, order, dropped
+
+
+def _line_groups(
+    source: Path | Iterable[Path],
+    *,
+    types: Iterable[str],
+    spill_bytes: int,
+    tmp_dir: Path | None,
+    report: NdjsonReport,
+    shared: list[dict[str, Any]] | None,
+) -> Iterator[tuple[str, list[bytes]]]:
+    """``group_by_patient`` before parsing: ``(patient_id, raw lines)`` in id order."""
     wanted = frozenset(types) | (SHARED_TYPES if shared is not None else frozenset())
     files = ndjson_files(source) if isinstance(source, Path) else list(source)
     spill = _Spill(spill_bytes, tmp_dir, report)
+    patient_ids = _PatientIds()
     try:
         for path in files:
             report.files += 1
-            for line_no, line in read_ndjson_lines(path):
-                report.lines += 1
-                rtype, pid, ok = _classify(line, wanted)
+            _scan_file(path, wanted, spill, report, shared, patient_ids)
+    except BaseException:
+        spill.close()
+        raise
+    yield from spill.groups()
+
+
+def _scan_file(
+    path: Path,
+    wanted: frozenset[str],
+    spill: _Spill,
+    report: NdjsonReport,
+    shared: list[dict[str, Any]] | None,
+    patient_ids: _PatientIds,
+) -> None:
+    """Classify every line of one file into ``spill`` / ``shared`` / the report's counts.
+
+    Per-line counts go to local counters merged into ``report`` when the file is done
+    (or fails): the same totals, in the same key order, without attribute lookups.
+    """
+    lines = 0
+    kept: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    try:
+        with _open(path) as fh:
+            for line_no, raw in enumerate(fh, 1):
+                line = raw.strip()
+                if not line:
+                    continue
+                lines += 1
+                rtype, pid, ok = _classify(line, wanted, patient_ids)
                 if not ok:
                     report.corrupt += 1
                     report._example(path, line_no, "invalid JSON")
@@ -242,49 +425,20 @@ def group_by_patient(
                     report.not_resources += 1
                     report._example(path, line_no, "no resourceType")
                 elif rtype not in wanted:
-                    report.skipped_types[rtype] += 1
-                elif shared is not None and rtype in SHARED_TYPES and pid is None:
-                    _keep_shared(shared, report, rtype, line)
+                    skipped[rtype] += 1
+                elif pid is not None:
+                    kept[rtype] += 1
+                    spill.add(pid, line)
+                elif shared is not None and rtype in SHARED_TYPES:
+                    kept[rtype] += 1
+                    shared.append(orjson.loads(line))  # _classify parsed it: valid JSON
                 else:
-                    _keep(spill, report, rtype, pid, line, path, line_no)
-    except BaseException:
-        spill.close()
-        raise
-    for pid, lines in spill.groups():
-        resources: list[dict[str, Any]] = []
-        for line in lines:
-            try:
-                res = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                report.corrupt += 1
-                continue
-            resources.append(res)
-        yield pid, resources
-
-
-def _keep(
-    spill: _Spill,
-    report: NdjsonReport,
-    rtype: str,
-    pid: str | None,
-    line: bytes,
-    path: Path,
-    line_no: int,
-) -> None:
-    if pid is None:
-        report.no_patient[rtype] += 1
-        report._example(path, line_no, f"{rtype} without patient")
-        return
-    report.kept[rtype] += 1
-    spill.add(pid, line)
-
-
-def _keep_shared(
-    shared: list[dict[str, Any]], report: NdjsonReport, rtype: str, line: bytes
-) -> None:
-    res = orjson.loads(line)  # _classify parsed it already: valid JSON
-    report.kept[rtype] += 1
-    shared.append(res)
+                    report.no_patient[rtype] += 1
+                    report._example(path, line_no, f"{rtype} without patient")
+    finally:
+        report.lines += lines
+        report.kept.update(kept)
+        report.skipped_types.update(skipped)
 
 
 def records_from_ndjson(
@@ -301,10 +455,92 @@ def records_from_ndjson(
     build_report = build_report if build_report is not None else BuildReport()
     ndjson_report = ndjson_report if ndjson_report is not None else NdjsonReport()
     shared: list[dict[str, Any]] = []
-    groups = group_by_patient(source, spill_bytes=spill_bytes, report=ndjson_report, shared=shared)
-    for pid, resources in groups:
+    groups = _line_groups(
+        source,
+        types=SUPPORTED_TYPES,
+        spill_bytes=spill_bytes,
+        tmp_dir=None,
+        report=ndjson_report,
+        shared=shared,
+    )
+    for pid, lines in groups:
         build_report.patients += 1
-        yield from build_patient_records(
-            pid, resources, report=build_report, shared=shared, **build_kwargs
-        )
+        records = _records_one_pass(pid, lines, ndjson_report, build_report, shared, build_kwargs)
+        if records is None:
+            records = _records_two_passes(
+                pid, lines, ndjson_report, build_report, shared, build_kwargs
+            )
+        yield from records
     build_report.resources.update(ndjson_report.kept)
+
+
+# One patient's lines -> records. A patient's parsed resources are never all alive at
+# once: each is parsed as the assembler reads it and dropped after. Keeping them all
+# (``group_by_patient``) makes them survive into the old generations of the garbage
+# collector, whose full collections then rescan them and the whole heap: with a large
+# heap (fhir.resources, torch...) that cost more than the assembly itself.
+
+
+class _KeyMismatchError(Exception):
+    """A parsed resource's type / id is not the one its line's prefix showed."""
+
+
+def _records_one_pass(
+    pid: str,
+    lines: list[bytes],
+    ndjson_report: NdjsonReport,
+    build_report: BuildReport,
+    shared: list[dict[str, Any]],
+    build_kwargs: dict[str, Any],
+) -> list[PatientRecord] | None:
+    """Records from a single parse of each line, when the lines' prefixes prove there is
+    nothing to deduplicate (``_leading_key``: every line's (type, id) known and distinct).
+
+    Deduplication would then keep every resource in line order, so the assembler can read
+    them straight from the parser. Each parsed resource is checked against its prefix (a
+    JSON object may repeat a key; the parser keeps the last): on a mismatch the patient's
+    partial work is discarded (counts go to scratch reports) and ``None`` is returned, for
+    ``_records_two_passes``. ``None`` too when the prefixes prove nothing.
+    """
+    keys = [_leading_key(line) for line in lines]
+    if None in keys or len(set(keys)) != len(keys):
+        return None
+    scratch, scratch_ndjson = BuildReport(), NdjsonReport()
+
+    def resources() -> Iterator[dict[str, Any]]:
+        for line, key in zip(lines, keys, strict=True):
+            try:
+                res = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                scratch_ndjson.corrupt += 1
+                continue
+            if (res.get("resourceType"), res.get("id")) != key:
+                raise _KeyMismatchError
+            yield res
+
+    try:
+        records = build_unique_patient_records(
+            pid, resources(), report=scratch, shared=shared, **build_kwargs
+        )
+    except _KeyMismatchError:
+        return None
+    build_report.add(scratch)
+    ndjson_report.corrupt += scratch_ndjson.corrupt
+    return records
+
+
+def _records_two_passes(
+    pid: str,
+    lines: list[bytes],
+    ndjson_report: NdjsonReport,
+    build_report: BuildReport,
+    shared: list[dict[str, Any]],
+    build_kwargs: dict[str, Any],
+) -> list[PatientRecord]:
+    """Records from two passes: deduplicate (``unique_order``; each parsed resource is
+    dropped at once), then parse the kept lines again as the assembler reads them."""
+    valid, order, dropped = _unique_lines(lines, ndjson_report)
+    unique = (orjson.loads(valid[i]) for i in order)
+    return build_unique_patient_records(
+        pid, unique, dropped=dropped, report=build_report, shared=shared, **build_kwargs
+    )

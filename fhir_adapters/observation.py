@@ -63,6 +63,8 @@ class ObservationIndex:
     _linear: dict[tuple[str, str], tuple[float, float] | None] = field(
         init=False, default_factory=dict
     )
+    # feature code -> converted directly (a flag, or a non-affine ``to_canonical``)
+    _direct: dict[str, bool] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.by_loinc = self.spec.by_loinc()
@@ -97,7 +99,11 @@ class ObservationIndex:
         The memo assumes the stock affine ``FeatureDef.to_canonical``; flags and
         features that override it (FiO2 fraction-or-percent) are converted directly.
         """
-        if feature.flag_above is not None or not _is_affine(feature):
+        direct = self._direct.get(feature.code)
+        if direct is None:
+            direct = feature.flag_above is not None or not _is_affine(feature)
+            self._direct[feature.code] = direct
+        if direct:
             return feature.to_canonical(value, unit)
         key = (feature.code, unit or "")
         lin = self._linear.get(key, ...)
@@ -182,30 +188,35 @@ def _raw_value(
     return None, None, NO_VALUE
 
 
+def _source(obs: Mapping[str, Any]) -> str:
+    """The ``QualityNote.source`` of an Observation (built only when a note is written)."""
+    return f"Observation/{obs.get('id', '?')}"
+
+
 def _one(
     item: Mapping[str, Any],
     feature: FeatureDef,
     itemid: str | None,
     when: tuple[datetime, datetime | None],
-    source: str,
+    obs: Mapping[str, Any],
     index: ObservationIndex,
     out: ObservationResult,
 ) -> None:
-    """One value (of an Observation or a component) at ``when`` = (time, known at)."""
+    """One value (of Observation ``obs`` or a component) at ``when`` = (time, known at)."""
     at, known = when
     value, unit, problem = _raw_value(item, feature)
     if value is None:
-        out.notes.append((at, QualityNote(source, problem or NO_VALUE, feature.code)))
+        out.notes.append((at, QualityNote(_source(obs), problem or NO_VALUE, feature.code)))
         return
     if not unit and itemid is not None:
         unit = feature.itemid_units.get(int(itemid), unit)
     canonical = index.convert(feature, value, unit)
     if canonical is None:
-        out.notes.append((at, QualityNote(source, BAD_UNIT, f"{feature.code}: {unit}")))
+        out.notes.append((at, QualityNote(_source(obs), BAD_UNIT, f"{feature.code}: {unit}")))
         return
     if not feature.is_plausible(canonical):
         detail = f"{feature.code}={canonical:g} {feature.unit}"
-        out.notes.append((at, QualityNote(source, OUT_OF_RANGE, detail)))
+        out.notes.append((at, QualityNote(_source(obs), OUT_OF_RANGE, detail)))
         return
     out.events.append(Event(at, feature.code, canonical))
     out.known.append(known)
@@ -216,10 +227,9 @@ def observation_events(
 ) -> None:
     """Append the events of one Observation (and its drops) to ``out``. Never raises
     for a malformed resource: missing parts become quality notes."""
-    source = f"Observation/{obs.get('id', '?')}"
     status = obs.get("status")
     if status in IGNORED_STATUSES:
-        out.notes.append((_time(obs), QualityNote(source, IGNORED_STATUS, str(status))))
+        out.notes.append((_time(obs), QualityNote(_source(obs), IGNORED_STATUS, str(status))))
         return
     feature, itemid, first_code = index.feature_for(obs.get("code"))
     components = obs.get("component")
@@ -230,11 +240,11 @@ def observation_events(
         return
     at = _time(obs)
     if at is None:
-        out.notes.append((None, QualityNote(source, NO_TIME, first_code or "")))
+        out.notes.append((None, QualityNote(_source(obs), NO_TIME, first_code or "")))
         return
     when = (at, _known(obs))
     if feature is not None and (not has_components or _has_value(obs)):
-        _one(obs, feature, itemid, when, source, index, out)
+        _one(obs, feature, itemid, when, obs, index, out)
     if has_components:
         assert isinstance(components, list)
         for comp in components:
@@ -244,7 +254,7 @@ def observation_events(
             if cf is None:
                 out.unknown_codes[ccode or "<no code>"] += 1
                 continue
-            _one(comp, cf, citem, when, source, index, out)
+            _one(comp, cf, citem, when, obs, index, out)
 
 
 def _has_value(item: Mapping[str, Any]) -> bool:

@@ -65,7 +65,14 @@ from moe_core.records import (
     QualityNote,
 )
 
-__all__ = ["BuildReport", "StudyImageSource", "build_patient_records", "build_records"]
+__all__ = [
+    "BuildReport",
+    "StudyImageSource",
+    "build_patient_records",
+    "build_records",
+    "build_unique_patient_records",
+    "unique_order",
+]
 
 Resource = Mapping[str, Any]
 # Resources without a patient that image sources may need (DICOMweb address, DICOM bytes).
@@ -95,6 +102,16 @@ class BuildReport:
     patients_without_admission: int = 0
     records: int = 0
 
+    def add(self, other: BuildReport) -> None:
+        """Add ``other`` 's counts to these."""
+        self.resources.update(other.resources)
+        self.ignored_types.update(other.ignored_types)
+        self.duplicates += other.duplicates
+        self.malformed += other.malformed
+        self.patients += other.patients
+        self.patients_without_admission += other.patients_without_admission
+        self.records += other.records
+
 
 _INDEXES: dict[int, tuple[FeatureSpec, ObservationIndex]] = {}
 
@@ -107,41 +124,43 @@ def _index(spec: FeatureSpec) -> ObservationIndex:
     return hit[1]
 
 
-def _last_updated(res: Resource) -> datetime | None:
-    """``meta.lastUpdated`` as an instant: strings with different offsets or precision
-    ("...T10:00:00+02:00" vs "...T09:00:00Z") do not sort as text."""
+def _last_updated_value(res: Resource) -> str | None:
+    """The raw ``meta.lastUpdated`` string (parsed only if the resource has a duplicate)."""
     meta = res.get("meta")
-    return parse_fhir_datetime(meta.get("lastUpdated")) if isinstance(meta, Mapping) else None
+    value = meta.get("lastUpdated") if isinstance(meta, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
-def _is_newer(res: Resource, old: Resource) -> bool:
-    new_t, old_t = _last_updated(res), _last_updated(old)
-    return new_t is not None and (old_t is None or new_t > old_t)
+def unique_order(resources: Iterable[Resource]) -> tuple[list[int], int]:
+    """Which resources to keep, one per (type, id), and how many duplicates were dropped.
 
-
-def _dedupe(resources: Iterable[Resource], report: BuildReport) -> tuple[list[Resource], int]:
-    """Keep one resource per (type, id): the latest ``meta.lastUpdated``, else the first.
-
-    Also returns how many duplicates were dropped.
+    Returns positions in ``resources``: the kept resource of each (type, id) in order of
+    the key's first occurrence, then the resources without an id. Of duplicates, the
+    latest ``meta.lastUpdated`` wins, else the first. ``meta.lastUpdated`` is compared as
+    an instant: strings with different offsets or precision ("...T10:00:00+02:00" vs
+    "...T09:00:00Z") do not sort as text. Only positions and ``lastUpdated`` strings are
+    held, never the resources, so ``resources`` may be parsed on the fly and dropped.
     """
-    kept: dict[tuple[str, str], Resource] = {}
-    anonymous: list[Resource] = []
+    kept: dict[tuple[str, str], tuple[int, str | None]] = {}
+    anonymous: list[int] = []
     dropped = 0
-    for res in resources:
+    for i, res in enumerate(resources):
         rid = res.get("id")
         if not isinstance(rid, str) or not rid:
-            anonymous.append(res)
+            anonymous.append(i)
             continue
         key = (str(res.get("resourceType")), rid)
         old = kept.get(key)
         if old is None:
-            kept[key] = res
+            kept[key] = (i, _last_updated_value(res))
             continue
         dropped += 1
-        if _is_newer(res, old):
-            kept[key] = res
-    report.duplicates += dropped
-    return [*kept.values(), *anonymous], dropped
+        new_value = _last_updated_value(res)
+        new_t = parse_fhir_datetime(new_value)
+        old_t = parse_fhir_datetime(old[1])
+        if new_t is not None and (old_t is None or new_t > old_t):
+            kept[key] = (i, new_value)
+    return [*(i for i, _ in kept.values()), *anonymous], dropped
 
 
 def _window_events(
@@ -179,8 +198,13 @@ class _PatientInputs:
     related: list[Resource] = field(default_factory=list)
 
 
+def _source(rtype: object, res: Resource) -> str:
+    """A malformed resource's ``QualityNote.source`` (built only when one is written)."""
+    return f"{rtype}/{res.get('id', '?')}"
+
+
 def _collect(
-    resources: Sequence[Resource],
+    resources: Iterable[Resource],
     spec: FeatureSpec,
     resolver: BinaryResolver | None,
     report: BuildReport,
@@ -190,7 +214,6 @@ def _collect(
     ignored: Counter[str] = Counter()
     for res in resources:
         rtype = res.get("resourceType")
-        source = f"{rtype}/{res.get('id', '?')}"
         try:
             if rtype == RT_OBSERVATION:
                 observation_events(res, index, got.obs)
@@ -216,10 +239,10 @@ def _collect(
                 ignored[str(rtype)] += 1
         except MalformedResourceError as exc:
             report.malformed += 1
-            got.always.append(QualityNote(source, MALFORMED, str(exc)))
+            got.always.append(QualityNote(_source(rtype, res), MALFORMED, str(exc)))
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             report.malformed += 1
-            got.always.append(QualityNote(source, MALFORMED, type(exc).__name__))
+            got.always.append(QualityNote(_source(rtype, res), MALFORMED, type(exc).__name__))
     report.ignored_types.update(ignored)
     if got.patient is None:
         got.always.append(QualityNote("Patient", NO_PATIENT))
@@ -271,10 +294,46 @@ def build_patient_records(
     report: BuildReport | None = None,
 ) -> list[PatientRecord]:
     """Records of one patient from that patient's resources (duplicates are dropped here)."""
+    listed = resources if isinstance(resources, Sequence) else list(resources)
+    order, dropped = unique_order(listed)
+    return build_unique_patient_records(
+        patient_id,
+        [listed[i] for i in order],
+        dropped=dropped,
+        prediction_time=prediction_time,
+        window_hours=window_hours,
+        spec=spec,
+        binary_resolver=binary_resolver,
+        image_source=image_source,
+        shared=shared,
+        inpatient_only=inpatient_only,
+        report=report,
+    )
+
+
+def build_unique_patient_records(
+    patient_id: str,
+    unique: Iterable[Resource],
+    *,
+    dropped: int = 0,
+    prediction_time: datetime | None = None,
+    window_hours: int = DEFAULT_WINDOW_HOURS,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    binary_resolver: BinaryResolver | None = None,
+    image_source: StudyImageSource | None = None,
+    shared: Sequence[Resource] = (),
+    inpatient_only: bool = True,
+    report: BuildReport | None = None,
+) -> list[PatientRecord]:
+    """``build_patient_records`` on resources already deduplicated (``unique_order``);
+    ``dropped`` duplicates are reported. ``unique`` is read once, in order: it may be a
+    generator parsing each resource on demand, so a patient's parsed resources need not
+    all be alive at once (fewer long-lived objects for the garbage collector to scan).
+    """
     from training.labels import label_admission  # pure module; keeps the label rules in one place
 
     report = report if report is not None else BuildReport()
-    unique, dropped = _dedupe(resources, report)
+    report.duplicates += dropped
     got = _collect(unique, spec, binary_resolver, report)
     if dropped:
         detail = f"{dropped} duplicate resources dropped"
