@@ -1,6 +1,8 @@
 """The default feature spec: every time-series feature, its codes, units and ranges.
 
-The 17 clinical variables of Harutyunyan et al. (2019) / MedFuse plus the core labs.
+The 17 clinical variables of Harutyunyan et al. (2019) / MedFuse plus the core labs, and
+(spec 2) the blood gases, liver panel, magnesium and troponin T that the PhysioNet/CinC
+2012 mortality set carries and MIMIC-IV labs have too.
 Each feature lists
 
 * MIMIC-IV itemids: ``icu/chartevents`` (22xxxx) and ``hosp/labevents`` (5xxxx), each
@@ -66,7 +68,7 @@ __all__ = [
     "sex_category",
 ]
 
-SPEC_VERSION = "moe-health-spec-1"
+SPEC_VERSION = "moe-health-spec-2"
 
 # Panels whose components carry features (blood pressure arrives as components).
 BP_PANEL_LOINC = ("85354-9", "55284-4", "35094-2")
@@ -88,6 +90,10 @@ _UREA_N_MG_PER_MMOL = 2.8014  # two nitrogens, 28.014 g/mol
 _BILIRUBIN_UMOL_PER_MG = 17.104  # molar mass 584.66 g/mol
 _LACTATE_MG_PER_MMOL = 9.008  # molar mass 90.08 g/mol
 _HB_G_PER_MMOL = 1.6114  # monomer (Fe) basis, 16.114 g/mmol -> g/dL per mmol/L
+_MMHG_PER_KPA = 7.50062
+_U_PER_UKAT = 60.0  # 1 µkat = 1 µmol/s = 60 µmol/min = 60 U
+_MG_MG_PER_MMOL = 2.4305  # molar mass 24.305 g/mol; divalent, so 1 mEq = 0.5 mmol
+_ENZYME_UNITS = ("IU/L", "[IU]/L", "U/l", "units/L", "unit/L")
 
 # GCS answers: LOINC answer codes (LL for 9267-6 / 9270-0 / 9268-4), their display text,
 # and MIMIC-IV chartevents text values, all lower-case.
@@ -267,6 +273,32 @@ FEATURES: tuple[FeatureDef, ...] = (
     _f("inr", "INR", "{INR}",
        ("6301-6", "34714-6", "46418-0"), (51237,), (0.5, 20.0),
        aliases=("INR", "{ratio}", "ratio", "1")),
+    # --- blood gases, liver panel, magnesium, troponin (spec 2) --------------------------
+    # Mortality predictors of the PhysioNet/CinC 2012 set that MIMIC-IV labs also carry.
+    _f("pao2", "Oxygen partial pressure", "mm[Hg]",
+       ("11556-8", "2703-7"), (50821,), (10.0, 800.0),
+       _C(("kPa",), _MMHG_PER_KPA), aliases=_MMHG),
+    _f("paco2", "Carbon dioxide partial pressure", "mm[Hg]",
+       ("11557-6", "2019-8"), (50818,), (5.0, 250.0),
+       _C(("kPa",), _MMHG_PER_KPA), aliases=_MMHG),
+    _f("albumin", "Albumin", "g/dL",
+       ("1751-7", "2862-1", "61151-7", "61152-5"), (50862,), (0.5, 7.0),
+       _C(("g/L",), 0.1)),
+    _f("alt", "Alanine aminotransferase", "U/L",
+       ("1742-6", "1743-4", "1744-2", "76625-3"), (50861,), (0.0, 25000.0),
+       _C(("ukat/L", "µkat/L"), _U_PER_UKAT), aliases=_ENZYME_UNITS),
+    _f("ast", "Aspartate aminotransferase", "U/L",
+       ("1920-8", "30239-8"), (50878,), (0.0, 40000.0),
+       _C(("ukat/L", "µkat/L"), _U_PER_UKAT), aliases=_ENZYME_UNITS),
+    _f("alp", "Alkaline phosphatase", "U/L",
+       ("6768-6",), (50863,), (0.0, 6000.0),
+       _C(("ukat/L", "µkat/L"), _U_PER_UKAT), aliases=_ENZYME_UNITS),
+    _f("magnesium", "Magnesium", "mg/dL",
+       ("19123-9", "2601-3", "21377-7"), (50960,), (0.2, 20.0),
+       _C(("mmol/L",), _MG_MG_PER_MMOL), _C(("mEq/L", "meq/L"), _MG_MG_PER_MMOL / 2.0)),
+    _f("troponin_t", "Troponin T", "ng/mL",
+       ("6598-7", "67151-1", "48425-3"), (51003,), (0.0, 100.0),
+       _C(("ng/L", "pg/mL"), 0.001), aliases=("ug/L", "µg/L")),
 )  # fmt: skip
 
 # itemid -> the LOINC it means, where that is not its feature's first code (see docstring).

@@ -6,7 +6,7 @@ admission), read straight from ``set-<x>.tar.gz`` (or an extracted ``set-<x>/``
 folder). Parameters map to the feature spec's codes in ``PARAMETER_MAP`` with their
 PhysioNet units, and go through ``FeatureDef.to_canonical`` / ``is_plausible`` like
 every other source. ``-1`` means missing. Unmapped parameters (urine output,
-ventilation flag, PaO2, ...) are counted as quality notes, never silently lost.
+ventilation flag, troponin I, cholesterol) are counted as quality notes, never silently lost.
 
 Labels (``Outcomes-<x>.txt``): in-hospital mortality = ``In-hospital_death``; long
 stay = ``Length_of_stay`` (days from ICU admission to hospital discharge) > 7, unknown
@@ -82,6 +82,14 @@ PARAMETER_MAP: dict[str, tuple[str, str]] = {
     "Bilirubin": ("bilirubin", "mg/dL"),
     "Weight": ("weight", "kg"),
     "Height": ("height", "cm"),
+    "PaO2": ("pao2", "mm[Hg]"),
+    "PaCO2": ("paco2", "mm[Hg]"),
+    "Albumin": ("albumin", "g/dL"),
+    "ALT": ("alt", "IU/L"),
+    "AST": ("ast", "IU/L"),
+    "ALP": ("alp", "IU/L"),
+    "Mg": ("magnesium", "mmol/L"),
+    "TroponinT": ("troponin_t", "ug/L"),
 }
 _DESCRIPTORS = ("RecordID", "Age", "Gender", "ICUType")  # static, time 00:00 only
 _SEX = {0.0: "female", 1.0: "male"}
