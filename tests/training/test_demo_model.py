@@ -22,3 +22,12 @@ def test_model_card_quotes_the_shipped_validation_aurocs() -> None:
     for value in meta["training"]["val"].values():
         assert f"{value:.3f}" in card and f"{value:.3f}" in readme
     assert f"best epoch {meta['training']['best_epoch']}" in card
+
+
+def test_demo_model_loads_with_the_running_spec_and_records_its_window() -> None:
+    from moe_core.checkpoint import load_checkpoint
+    from moe_core.feature_catalog import DEFAULT_SPEC
+
+    loaded = load_checkpoint(DEMO, spec=DEFAULT_SPEC, load_text_backbone=False)
+    assert loaded.spec_version == DEFAULT_SPEC.version
+    assert loaded.meta["training"]["window_hours"] == 48
