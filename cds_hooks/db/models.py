@@ -83,7 +83,8 @@ class BatchJob(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(String(100), unique=True)
-    status: Mapped[str] = mapped_column(String(20))  # "running" | "succeeded" | "failed"
+    # "running" | "succeeded" | "partial" | "failed"
+    status: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(Text)
     model_version: Mapped[str] = mapped_column(String(100))
     engine: Mapped[str] = mapped_column(String(20), default="local")

@@ -26,8 +26,10 @@ from cds_hooks.db.session import Database
 
 __all__ = ["FeedbackRow", "JobStatus", "Repository"]
 
-JobStatus = str  # "running" | "succeeded" | "failed"
-_JOB_STATUSES = ("running", "succeeded", "failed")
+JobStatus = str  # "running" | "succeeded" | "partial" | "failed"
+# "partial": the run finished but part of its output still needs action (for batch
+# scoring: RiskAssessments not yet written back; ``--resume`` sends them)
+_JOB_STATUSES = ("running", "succeeded", "partial", "failed")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,9 @@ first (``fhir``), or a MIMIC-IV folder (``mimic``). The run is recorded in the d
 (``cds_hooks.db.Repository``: job id, status, counts, failures, model version) when it
 starts and when it ends, successfully or not.
 
-Statuses: "succeeded"; "partial" when the scoring finished but some RiskAssessments are
-not on the server yet (``--resume`` sends them again); "failed" when the run stopped.
-The job table (``cds_hooks.db``) knows only running/succeeded/failed, so a partial run
-is stored there as "failed" with ``details["outcome"] = "partial"``: it needs action.
+Statuses, in the result and the job table: "succeeded"; "partial" when the scoring
+finished but some RiskAssessments are not on the server yet (``--resume`` sends them
+again); "failed" when the run stopped.
 """
 
 from __future__ import annotations
@@ -204,7 +203,7 @@ def run_score(opts: ScoreOptions, scorer: ModelScorer | None = None) -> ScoreRes
     if repo is not None:
         repo.record_job(
             opts.job_id,
-            status="succeeded" if outcome == "succeeded" else "failed",
+            status=outcome,
             n_records=counts.encounters_scored,
             n_abstained=counts.abstained,
             details={
