@@ -433,3 +433,17 @@ def test_cors_preflight_allows_only_configured_origins(
         assert ok.headers["access-control-allow-origin"] == "https://ehr.example.org"
         bad = c.options(PV, headers={**headers, "Origin": "https://evil.example.com"})
         assert "access-control-allow-origin" not in bad.headers
+
+
+def test_startup_heap_is_frozen_out_of_the_collector(
+    tmp_path: Any, demo_model: ModelService
+) -> None:
+    """The model and libraries loaded at startup leave the collector's reach, so full
+    collections triggered by large prefetches do not rescan them (bench_cds.py)."""
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(make_settings(tmp_path), demo_model)) as c:
+        assert c.get("/readyz").status_code == 200
+        assert gc.get_freeze_count() > 0
