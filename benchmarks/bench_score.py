@@ -83,7 +83,7 @@ def stage_featurise(export: Path, workers: int = 1) -> dict[str, Any]:
     from moe_core.feature_spec import NormStats
     from training.score.builders import FhirRecordBuilder
     from training.score.local import Featurised, featurise_groups
-    from training.score.pipeline import PatientGroup
+    from training.score.pipeline import PatientGroup, RawPatientGroup
     from training.score.sources import ndjson_files, spill_groups
 
     stats = NormStats.identity(DEFAULT_SPEC)
@@ -99,9 +99,10 @@ def stage_featurise(export: Path, workers: int = 1) -> dict[str, Any]:
         list(pool.map(abs, range(workers)))
     t0 = time.perf_counter()
     pending: list[Future[Featurised]] = []
-    batch: list[PatientGroup] = []
-    for item in spill_groups(ndjson_files(export)):
-        if not isinstance(item, PatientGroup):
+    batch: list[PatientGroup | RawPatientGroup] = []
+    # as the local engine: raw lines, parsed per patient by whoever featurises it
+    for item in spill_groups(ndjson_files(export), raw=True):
+        if not isinstance(item, PatientGroup | RawPatientGroup):
             read_failures += 1
             continue
         if pool is None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from training.score import keys
 from training.score.fhir_r4 import R4_RESOURCE_TYPES
-from training.score.pipeline import Failure, PatientGroup
+from training.score.pipeline import Failure, PatientGroup, RawPatientGroup
 from training.score.sources import (
     PARSED_OVERHEAD,
     SpillStats,
+    gc_paused,
     ndjson_files,
+    parse_group,
     partition_count,
     spill_groups,
 )
@@ -229,3 +232,59 @@ def test_data_types_and_wrong_case_names_are_unknown_resource_types(tmp_path: Pa
     assert [f.source for f in unknown] == [f"Mixed.ndjson:{i + 1}" for i in range(len(names))]
     assert not [f for f in failures if f.reason != keys.REASON_UNKNOWN_TYPE]
     assert len(R4_RESOURCE_TYPES) == 146  # FHIR R4 4.0.1, abstract Resource/DomainResource out
+
+
+def _parsed(items: list[object]) -> list[object]:
+    """Raw groups parsed (``parse_group``), failures and parsed groups as they are."""
+    return [parse_group(i) if isinstance(i, RawPatientGroup) else i for i in items]
+
+
+def test_raw_groups_parse_to_the_same_groups_in_the_same_order(tmp_path: Path) -> None:
+    """The fast path (raw lines, parsed by the featuriser) matches the general path."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in (_export(tmp_path / "a"), _many_patients(tmp_path / "b", 300)):
+        for kw in ({}, {"memory_bytes": 0, "partitions": 4}, {"memory_bytes": 24_000}):
+            general = list(spill_groups(ndjson_files(folder), **kw))  # type: ignore[arg-type]
+            raw = list(spill_groups(ndjson_files(folder), raw=True, **kw))  # type: ignore[arg-type]
+            assert all(not isinstance(i, PatientGroup) for i in raw)
+            assert any(isinstance(i, RawPatientGroup) for i in raw)
+            assert _parsed(raw) == general  # same groups, resources, order and failures
+
+
+def test_featurising_raw_groups_matches_parsed_groups(synthea_export: Path) -> None:
+    from moe_core.feature_catalog import DEFAULT_SPEC
+    from moe_core.feature_spec import NormStats
+    from training.score.builders import FhirRecordBuilder
+    from training.score.local import featurise_groups
+
+    stats = NormStats.identity(DEFAULT_SPEC)
+    build = FhirRecordBuilder()
+    general = list(spill_groups(ndjson_files(synthea_export), memory_bytes=0))
+    raw = list(spill_groups(ndjson_files(synthea_export), memory_bytes=0, raw=True))
+    a = featurise_groups([g for g in general if isinstance(g, PatientGroup)], build, None, stats)
+    b = featurise_groups([g for g in raw if isinstance(g, RawPatientGroup)], build, None, stats)
+    assert a.patient_ids == b.patient_ids and a.resources == b.resources
+    assert a.failures == b.failures
+    assert len(a.rows) == len(b.rows) > 0
+    for x, y in zip(a.rows, b.rows, strict=True):
+        assert (x.patient_id, x.encounter_id, x.prediction_time, x.text) == (
+            y.patient_id,
+            y.encounter_id,
+            y.prediction_time,
+            y.text,
+        )
+        for name in ("ehr_values", "ehr_mask", "static_num", "static_num_mask", "static_cat"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+
+
+def test_gc_paused_restores_the_collector() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()

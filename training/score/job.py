@@ -255,7 +255,11 @@ def _score(
                 build, scorer, scorer.spec, scorer.stats, render,
                 opts.batch_size, opts.chunk_patients, times, write_back, opts.workers,
             )  # fmt: skip
-            engine.run(spill_groups(files, skip=store.completed), store, bar)
+            # Raw lines, parsed one patient at a time as it is featurised (in a worker
+            # process, when there are workers: bytes are cheaper to send than dicts), so
+            # a chunk of patients waiting to be scored is held as bytes, not dicts.
+            groups = spill_groups(files, skip=store.completed, raw=True)
+            engine.run(groups, store, bar)
 
 
 def fhir_auth(opts: ScoreOptions) -> Any:

@@ -21,6 +21,7 @@ from training.score.pipeline import (
     Failure,
     FeatureRow,
     PatientGroup,
+    RawPatientGroup,
     RecordBuilder,
     ScoredRow,
     featurise_records,
@@ -28,12 +29,13 @@ from training.score.pipeline import (
 )
 from training.score.render import OutputRenderer
 from training.score.run_store import Chunk, RunCounts, RunStore
+from training.score.sources import gc_paused, parse_group
 
 __all__ = ["Featurised", "LocalEngine", "StageTimes", "featurise_groups", "score_chunk"]
 
 _WORKER_BATCH = 32  # patients per featurisation task sent to a worker process
 # What a source yields: one patient's resources, or a line/resource it could not use.
-SourceItem = PatientGroup | Failure
+SourceItem = PatientGroup | RawPatientGroup | Failure
 
 
 @dataclass(slots=True)
@@ -62,7 +64,7 @@ class Featurised:
 
 
 def featurise_groups(
-    groups: Sequence[PatientGroup],
+    groups: Sequence[PatientGroup | RawPatientGroup],
     build: RecordBuilder,
     spec: FeatureSpec | None,
     stats: NormStats,
@@ -72,25 +74,43 @@ def featurise_groups(
 
     ``spec=None`` means ``feature_catalog.DEFAULT_SPEC`` (specs hold mapping proxies,
     which do not pickle, so workers look the default up instead of receiving it).
+    Raw groups are parsed here (``sources.parse_group``): in the worker, when it is one.
     """
     if spec is None:
         from moe_core.feature_catalog import DEFAULT_SPEC
 
         spec = DEFAULT_SPEC
     out = Featurised()
-    for group in groups:
-        records, fails = group_records(group, build)
-        out.failures.extend(fails)
-        feats, fails = featurise_records(records, spec, stats, image_cached)
-        out.failures.extend(fails)
-        out.rows.extend(feats)
-        out.patient_ids.append(group.patient_id)
-        out.resources += len(group.resources)
+    # A patient's parsed resources and records are acyclic and freed by reference
+    # counting when _featurise_group returns, before the cyclic GC is back: it never
+    # walks them (it did, a few times each, which cost as much as the parsing).
+    with gc_paused():
+        for item in groups:
+            _featurise_group(item, build, spec, stats, image_cached, out)
     return out
 
 
+def _featurise_group(
+    item: PatientGroup | RawPatientGroup,
+    build: RecordBuilder,
+    spec: FeatureSpec,
+    stats: NormStats,
+    image_cached: Callable[[str], bool] | None,
+    out: Featurised,
+) -> None:
+    """Records and feature rows of one patient, added to ``out``."""
+    group = parse_group(item)
+    records, fails = group_records(group, build)
+    out.failures.extend(fails)
+    feats, fails = featurise_records(records, spec, stats, image_cached)
+    out.failures.extend(fails)
+    out.rows.extend(feats)
+    out.patient_ids.append(group.patient_id)
+    out.resources += len(group.resources)
+
+
 def score_chunk(
-    groups: Sequence[PatientGroup],
+    groups: Sequence[PatientGroup | RawPatientGroup],
     read_failures: Sequence[Failure],
     *,
     build: RecordBuilder,
@@ -186,8 +206,8 @@ class LocalEngine:
         probe = getattr(self.scorer, "probe", None)
         image_cached = probe() if callable(probe) else None
         try:
-            groups: list[PatientGroup] = []
-            batch: list[PatientGroup] = []
+            groups: list[PatientGroup | RawPatientGroup] = []
+            batch: list[PatientGroup | RawPatientGroup] = []
             pending: list[Future[Featurised]] = []
             failures: list[Failure] = []
             read_t = time.perf_counter()
@@ -222,7 +242,7 @@ class LocalEngine:
         return store.counts
 
     def _submit(
-        self, pool: Any, batch: list[PatientGroup], image_cached: Any
+        self, pool: Any, batch: list[PatientGroup | RawPatientGroup], image_cached: Any
     ) -> Future[Featurised]:
         future: Future[Featurised] = pool.submit(
             featurise_groups, batch, self.build, None, self.stats, image_cached
@@ -236,7 +256,7 @@ class LocalEngine:
 
     def _commit(
         self,
-        groups: list[PatientGroup],
+        groups: list[PatientGroup | RawPatientGroup],
         failures: list[Failure],
         store: RunStore,
         progress: Callable[[int], Any] | None,

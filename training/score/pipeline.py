@@ -44,6 +44,7 @@ __all__ = [
     "FeatureRow",
     "ModelInfo",
     "PatientGroup",
+    "RawPatientGroup",
     "RecordBuilder",
     "ScoredRow",
     "featurise_records",
@@ -64,6 +65,19 @@ class PatientGroup:
 
     patient_id: str  # the ledger key: a patient id (or "<subject>/<admission>" for MIMIC)
     resources: list[Any]
+
+
+@dataclass(slots=True)
+class RawPatientGroup:
+    """One patient's resources as their raw NDJSON lines, not yet parsed.
+
+    What a spilling source hands to featurising worker processes: bytes pickle at memory
+    speed where parsed dicts cost more than parsing them, so the worker parses
+    (``training.score.sources.parse_group``) and the reading process does not.
+    """
+
+    patient_id: str
+    lines: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)

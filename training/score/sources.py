@@ -14,9 +14,11 @@ said, or ids unlike those the ranges were cut from) is split again before it is
 grouped. Memory is then bounded by the budget, except for a single patient whose own
 resources exceed it (a patient is always grouped whole).
 
-Partitions are ranges of patient ids, cut from the patients held in memory when the
-spill starts, so groups come out in patient-id order whether the export spilled or
-not: the memory budget never changes the scoring batches, hence never the results.
+Partitions are ranges of patient ids, cut evenly by patient count (the bytes read so
+far are a biased sample: a Bulk export is read type by type) from the patients held in
+memory when the spill starts, so groups come out in patient-id order whether the export
+spilled or not: the memory budget never changes the scoring batches, hence never the
+results.
 
 Lines that are not JSON, resources of a type FHIR R4 does not define, and resources
 that name no patient become ``Failure`` items; so does a gzip file that is cut short or
@@ -30,11 +32,14 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
+import gc
 import gzip
+import itertools
 import os
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -45,7 +50,7 @@ from fhir_adapters.fhir_keys import SUPPORTED_TYPES
 from fhir_adapters.references import patient_id_of
 from training.score import keys
 from training.score.fhir_r4 import R4_RESOURCE_TYPES
-from training.score.pipeline import Failure, PatientGroup
+from training.score.pipeline import Failure, PatientGroup, RawPatientGroup
 
 __all__ = [
     "DEFAULT_MEMORY_BYTES",
@@ -55,10 +60,12 @@ __all__ = [
     "SpillStats",
     "canonical_group",
     "estimated_raw_bytes",
+    "gc_paused",
     "is_fhir_type",
     "line_source",
     "ndjson_files",
     "open_ndjson",
+    "parse_group",
     "parse_line",
     "partition_count",
     "read_lines",
@@ -76,6 +83,9 @@ DEFAULT_MEMORY_BYTES = 128 * 1024 * 1024  # parsed resources held at once (estim
 PARSED_OVERHEAD = 6
 _MAX_FANOUT = 256  # partition files open at once (well under the usual 1024 fd limit)
 _MIN_PARTITION_BYTES = 1024
+# Lines parsed with the cyclic GC paused before the failures found are handed on.
+_READ_BLOCK_LINES = 4096
+_TARGET_CACHE = 65_536  # patients whose spill file and line prefix are remembered
 # Errors of a gzip stream that is cut short or damaged: the file is reported, not fatal.
 _CORRUPT_FILE_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
@@ -90,6 +100,24 @@ class SpillStats:
     spilled: bool = False
     partitions: int = 0  # partition files grouped, re-splits included
     largest_partition_bytes: int = 0  # spill-file bytes of the largest partition grouped
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a bulk phase (restored afterwards).
+
+    Parsed resources are acyclic trees of dicts and lists, freed by reference counting;
+    but holding a partition's worth of them (about a million containers) makes every
+    full collection walk them all, which cost more than the parsing itself. Never held
+    across a ``yield``: the consumer runs with the collector as it found it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def ndjson_files(folder: Path) -> list[Path]:
@@ -210,7 +238,10 @@ def read_lines(path: Path) -> Iterator[tuple[bytes, ParsedLine]]:
     try:
         with open_ndjson(path) as fh:
             for line_no, line in enumerate(fh, start=1):
-                yield line, parse_line(line, line_source(path, line_no))
+                parsed = parse_line(line, "")
+                if isinstance(parsed, Failure):  # named only when it fails: the usual
+                    parsed = dataclasses.replace(parsed, source=line_source(path, line_no))
+                yield line, parsed
     except _CORRUPT_FILE_ERRORS as exc:
         detail = f"{type(exc).__name__}: {exc}; {line_no} lines read before the fault"
         yield b"", Failure(keys.REASON_UNREADABLE_FILE, None, path.name, detail[:500])
@@ -222,6 +253,17 @@ def canonical_group(patient_id: str, resources: Iterable[dict[str, Any]]) -> Pat
         resources, key=lambda r: (str(r.get("resourceType", "")), str(r.get("id", "")))
     )
     return PatientGroup(patient_id, ordered)
+
+
+def parse_group(group: PatientGroup | RawPatientGroup) -> PatientGroup:
+    """The parsed, canonically ordered group of a ``RawPatientGroup`` (others unchanged).
+
+    The lines are those ``spill_groups`` validated while reading, so they parse.
+    """
+    if isinstance(group, PatientGroup):
+        return group
+    with gc_paused():
+        return canonical_group(group.patient_id, [orjson.loads(raw) for raw in group.lines])
 
 
 def _split_record(record: bytes) -> tuple[bytes, bytes]:
@@ -259,6 +301,8 @@ class _Partitions:
         self.splits = splits
         self.paths = [folder / f"{i:04d}" for i in range(len(splits) + 1)]
         self.files = [stack.enter_context(p.open("wb")) for p in self.paths]
+        # patient id -> (its file's write, its line prefix); bounded, cleared when full
+        self._targets: dict[str, tuple[Callable[[bytes], int], bytes]] = {}
 
     def add(self, pid: str, line: bytes) -> None:
         """Spill one resource line of patient ``pid``.
@@ -266,7 +310,14 @@ class _Partitions:
         A spill-file line is the patient id as a JSON string, a tab, the raw resource:
         the JSON string escapes tabs and newlines, so any patient id round-trips.
         """
-        self.copy(pid, orjson.dumps(pid) + b"\t" + line.rstrip(b"\r\n") + b"\n")
+        target = self._targets.get(pid)
+        if target is None:
+            if len(self._targets) >= _TARGET_CACHE:
+                self._targets.clear()
+            file = self.files[bisect.bisect_right(self.splits, pid)]
+            target = self._targets[pid] = (file.write, orjson.dumps(pid) + b"\t")
+        write, prefix = target
+        write(prefix + line.rstrip(b"\r\n") + b"\n")
 
     def copy(self, pid: str, record: bytes) -> None:
         """Write a spill-file line of patient ``pid`` into its range's file."""
@@ -281,7 +332,8 @@ def spill_groups(
     skip: frozenset[str] | set[str] = frozenset(),
     workdir: Path | None = None,
     stats: SpillStats | None = None,
-) -> Iterator[PatientGroup | Failure]:
+    raw: bool = False,
+) -> Iterator[PatientGroup | RawPatientGroup | Failure]:
     """Every patient's resources as one group, in patient-id order (module docstring).
 
     Parsed resources stay in memory while their estimated parsed size is under
@@ -290,51 +342,69 @@ def spill_groups(
     patients read so far) and each is grouped in turn. Patients in ``skip`` (already
     scored, for ``--resume``) are dropped while reading. Failures are yielded as they
     are found.
+
+    ``raw=True`` yields ``RawPatientGroup`` s instead (the same patients, in the same
+    order; ``parse_group`` turns each into the ``PatientGroup`` yielded otherwise), for
+    consumers that parse elsewhere: each line is then parsed once here, to validate it
+    and find its patient, and once by the consumer.
     """
     if partitions is not None and partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     stats = stats if stats is not None else SpillStats()
     paths = list(files)
     with tempfile.TemporaryDirectory(prefix="moe-score-", dir=workdir) as tmp:
-        memory: dict[str, list[dict[str, Any]]] = {}
-        sizes: dict[str, int] = {}  # raw bytes per patient held in memory
+        memory: dict[str, list[Any]] = {}  # parsed resources, or raw lines if ``raw``
         spill: _Partitions | None = None
         held = 0
         with contextlib.ExitStack() as stack:
-            for path in paths:
-                for line, parsed in read_lines(path):
-                    if parsed is None:
-                        continue
-                    if isinstance(parsed, Failure):
-                        yield parsed
-                        continue
-                    pid, resource = parsed
-                    if pid in skip:
-                        continue
-                    if spill is not None:  # the raw line: no re-serialisation
-                        spill.add(pid, line)
-                        continue
-                    memory.setdefault(pid, []).append(resource)
-                    sizes[pid] = sizes.get(pid, 0) + len(line)
-                    held += len(line)
-                    if held * PARSED_OVERHEAD > memory_bytes:  # from here on, spill to disk
-                        total = sum(estimated_raw_bytes(p) for p in paths)
-                        n = partitions or partition_count(total, memory_bytes)
-                        spill = _Partitions(Path(tmp) / "p", _even_splits(sizes, n), stack)
-                        for mpid in list(memory):
-                            for res in memory.pop(mpid):
-                                spill.add(mpid, orjson.dumps(res))
-                        sizes.clear()
+            lines = itertools.chain.from_iterable(read_lines(p) for p in paths)
+            more = True
+            while more:
+                found: list[Failure] = []  # yielded after the block, with the GC back on
+                with gc_paused():
+                    block = list(itertools.islice(lines, _READ_BLOCK_LINES))
+                    more = len(block) == _READ_BLOCK_LINES
+                    for line, parsed in block:
+                        if parsed is None:
+                            continue
+                        if isinstance(parsed, Failure):
+                            found.append(parsed)
+                            continue
+                        pid, resource = parsed
+                        if pid in skip:
+                            continue
+                        if spill is not None:  # the raw line: no re-serialisation
+                            spill.add(pid, line)
+                            continue
+                        memory.setdefault(pid, []).append(line if raw else resource)
+                        held += len(line)
+                        if held * PARSED_OVERHEAD > memory_bytes:  # from here on, spill
+                            total = sum(estimated_raw_bytes(p) for p in paths)
+                            # a quarter of headroom: ranges of even patient counts
+                            # vary in bytes, and one over budget is read thrice
+                            n = partitions or partition_count(total + total // 4, memory_bytes)
+                            counts = dict.fromkeys(memory, 1)  # patients, not bytes
+                            spill = _Partitions(Path(tmp) / "p", _even_splits(counts, n), stack)
+                            for mpid in list(memory):
+                                for res in memory.pop(mpid):
+                                    spill.add(mpid, res if raw else orjson.dumps(res))
+                yield from found
         if spill is None:
             for pid in sorted(memory):
-                yield canonical_group(pid, memory.pop(pid))
+                held_items = memory.pop(pid)
+                if raw:
+                    yield RawPatientGroup(pid, [line.rstrip(b"\r\n") for line in held_items])
+                else:
+                    yield canonical_group(pid, held_items)
             return
         stats.spilled = True
         for path in spill.paths:
-            yield from _group_partition(path, memory_bytes, stats)
+            yield from _group_partition(path, memory_bytes, stats, raw)
 
 
-def _group_partition(path: Path, memory_bytes: int, stats: SpillStats) -> Iterator[PatientGroup]:
+def _group_partition(
+    path: Path, memory_bytes: int, stats: SpillStats, raw: bool = False
+) -> Iterator[PatientGroup | RawPatientGroup]:
     """The groups of one spill file, splitting it by id range first if over budget."""
     size = path.stat().st_size
     if size > _partition_bytes(memory_bytes):
@@ -342,20 +412,23 @@ def _group_partition(path: Path, memory_bytes: int, stats: SpillStats) -> Iterat
         if parts is not None:
             path.unlink()
             for part in parts:
-                yield from _group_partition(part, memory_bytes, stats)
+                yield from _group_partition(part, memory_bytes, stats, raw)
             return
     stats.partitions += 1
     stats.largest_partition_bytes = max(stats.largest_partition_bytes, size)
-    by_patient: dict[bytes, list[dict[str, Any]]] = {}
+    # Raw lines are held, and each patient's parsed just before it is yielded: bytes are
+    # not tracked by the cyclic GC, so it never walks a whole partition of parsed dicts.
+    by_patient: dict[bytes, list[bytes]] = {}
     with open(path, "rb") as fh:
         for record in fh:
-            key, raw = _split_record(record)
-            by_patient.setdefault(key, []).append(orjson.loads(raw))
+            key, line = _split_record(record)
+            by_patient.setdefault(key, []).append(line)
     path.unlink()  # free the disk as we go
     groups = {orjson.loads(k): v for k, v in by_patient.items()}
     by_patient.clear()
     for pid in sorted(groups):
-        yield canonical_group(pid, groups.pop(pid))
+        group = RawPatientGroup(pid, groups.pop(pid))
+        yield group if raw else parse_group(group)
 
 
 def _resplit(path: Path, n: int) -> list[Path] | None:
@@ -364,17 +437,18 @@ def _resplit(path: Path, n: int) -> list[Path] | None:
     Reads the file twice: once for each patient's bytes (ids only are held), once to
     copy the lines. A range then holds about ``size / n`` bytes or a single patient.
     """
-    sizes: dict[str, int] = {}
+    by_key: dict[bytes, int] = {}  # JSON-encoded id -> bytes (decoded once per patient)
     with open(path, "rb") as fh:
         for record in fh:
-            pid = orjson.loads(_split_record(record)[0])
-            sizes[pid] = sizes.get(pid, 0) + len(record)
-    if len(sizes) < 2:
+            key = _split_record(record)[0]
+            by_key[key] = by_key.get(key, 0) + len(record)
+    if len(by_key) < 2:
         return None  # one patient is grouped whole, whatever its size
-    splits = _even_splits(sizes, max(2, n))
+    ids = {key: str(orjson.loads(key)) for key in by_key}
+    splits = _even_splits({ids[key]: size for key, size in by_key.items()}, max(2, n))
     with contextlib.ExitStack() as stack:
         out = _Partitions(path.with_name(path.name + ".r"), splits, stack)
         with open(path, "rb") as fh:
             for record in fh:
-                out.copy(orjson.loads(_split_record(record)[0]), record)
+                out.copy(ids[_split_record(record)[0]], record)
     return out.paths
