@@ -127,14 +127,11 @@ def record_splits(
     splits: tuple[str, ...],
 ) -> dict[str, RecordSplit]:
     """Splits featurised per batch into tokens and pixels (no embedding caches)."""
-    from moe_core.encoders.text import load_tokenizer
-    from moe_core.features import RecordFeaturizer
     from training.cohort_store import read_records
-    from training.data import RecordSplit
+    from training.finetune import token_splits
 
-    tokenizer = load_tokenizer(model.config.text.path)
-    featurizer = RecordFeaturizer(DEFAULT_SPEC, stats, tokenizer=tokenizer, max_tokens=max_tokens)
-    return {s: RecordSplit(list(read_records(cohort, s)), featurizer) for s in splits}
+    records = {s: list(read_records(cohort, s)) for s in splits}
+    return token_splits(records, DEFAULT_SPEC, stats, model.config.text.path, max_tokens)
 
 
 def run_evaluation(cohort: Path, checkpoint: Path, out: Path | None, cfg: EvalConfig) -> str:

@@ -7,13 +7,15 @@ validation splits are held in memory (images stay lazy: pixels are decoded per b
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moe_core.encoders.text import load_tokenizer
 from moe_core.feature_catalog import DEFAULT_SPEC
-from moe_core.feature_spec import FeatureSpec
+from moe_core.feature_spec import FeatureSpec, NormStats
 from moe_core.features import RecordFeaturizer
+from moe_core.records import PatientRecord
 from training.cohort_store import read_records
 from training.data import RecordSplit, fit_norm_stats, patterns_seen
 from training.ddp import DistContext
@@ -23,7 +25,21 @@ from training.splits import SPLIT_NAMES, TRAIN, VAL
 if TYPE_CHECKING:
     from training.train import PreparedCohort, TrainConfig
 
-__all__ = ["prepare_finetune"]
+__all__ = ["prepare_finetune", "token_splits"]
+
+
+def token_splits(
+    records: Mapping[str, Sequence[PatientRecord]],
+    spec: FeatureSpec,
+    stats: NormStats,
+    text_path: str | None,
+    max_tokens: int,
+) -> dict[str, RecordSplit]:
+    """Splits featurised per batch into tokens and pixels (no embedding caches): for
+    training a model end to end, and for evaluating a model trained so."""
+    tokenizer = load_tokenizer(text_path)
+    featurizer = RecordFeaturizer(spec, stats, tokenizer=tokenizer, max_tokens=max_tokens)
+    return {s: RecordSplit(list(r), featurizer) for s, r in records.items()}
 
 
 def prepare_finetune(
@@ -39,8 +55,7 @@ def prepare_finetune(
     combos = patterns_seen(records[TRAIN])
     if not combos:
         raise ValueError(f"cohort {cohort} has no training admission with any modality")
-    tokenizer = load_tokenizer(str(cfg.text_encoder) if cfg.text_encoder else None)
-    featurizer = RecordFeaturizer(spec, stats, tokenizer=tokenizer, max_tokens=cfg.max_tokens)
+    text_path = str(cfg.text_encoder) if cfg.text_encoder else None
     scan = CohortScan(stats, combos, {s: len(r) for s, r in records.items()})
-    splits = {s: RecordSplit(r, featurizer) for s, r in records.items()}
+    splits = token_splits(records, spec, stats, text_path, cfg.max_tokens)
     return PreparedCohort(cohort, spec, scan, None, dict(splits))
