@@ -411,30 +411,26 @@ def _scan_file(
     kept: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     try:
-        with _open(path) as fh:
-            for line_no, raw in enumerate(fh, 1):
-                line = raw.strip()
-                if not line:
-                    continue
-                lines += 1
-                rtype, pid, ok = _classify(line, wanted, patient_ids)
-                if not ok:
-                    report.corrupt += 1
-                    report._example(path, line_no, "invalid JSON")
-                elif rtype is None:
-                    report.not_resources += 1
-                    report._example(path, line_no, "no resourceType")
-                elif rtype not in wanted:
-                    skipped[rtype] += 1
-                elif pid is not None:
-                    kept[rtype] += 1
-                    spill.add(pid, line)
-                elif shared is not None and rtype in SHARED_TYPES:
-                    kept[rtype] += 1
-                    shared.append(orjson.loads(line))  # _classify parsed it: valid JSON
-                else:
-                    report.no_patient[rtype] += 1
-                    report._example(path, line_no, f"{rtype} without patient")
+        for line_no, line in read_ndjson_lines(path):
+            lines += 1
+            rtype, pid, ok = _classify(line, wanted, patient_ids)
+            if not ok:
+                report.corrupt += 1
+                report._example(path, line_no, "invalid JSON")
+            elif rtype is None:
+                report.not_resources += 1
+                report._example(path, line_no, "no resourceType")
+            elif rtype not in wanted:
+                skipped[rtype] += 1
+            elif pid is not None:
+                kept[rtype] += 1
+                spill.add(pid, line)
+            elif shared is not None and rtype in SHARED_TYPES:
+                kept[rtype] += 1
+                shared.append(orjson.loads(line))  # _classify parsed it: valid JSON
+            else:
+                report.no_patient[rtype] += 1
+                report._example(path, line_no, f"{rtype} without patient")
     finally:
         report.lines += lines
         report.kept.update(kept)
