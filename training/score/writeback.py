@@ -98,7 +98,9 @@ class WriteBack:
 
 
 def _patient_id(resource: dict[str, Any]) -> str:
-    return str(resource["subject"]["reference"]).rsplit("/", 1)[-1]
+    from fhir_adapters.references import patient_id_of
+
+    return patient_id_of(resource) or ""
 
 
 def _batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
