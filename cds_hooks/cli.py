@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 __all__ = ["AuthDecision", "decide_auth", "register"]
-
-_AUTH_OFF_BANNER = (
-    "WARNING: client authentication is OFF: any caller can request predictions. "
-    "Local demos only, never with real patient data."
-)
 
 
 def _is_loopback(host: str) -> bool:
@@ -114,7 +108,7 @@ def serve(
     import uvicorn
 
     from cds_hooks.config import get_settings
-    from cds_hooks.logging_setup import LOGGER_NAME, configure_logging, log_event
+    from cds_hooks.logging_setup import AUTH_OFF_MESSAGE, configure_logging, log_auth_disabled
 
     if model is not None:
         os.environ["MOE_HEALTH_MODEL_PATH"] = str(model)
@@ -141,14 +135,9 @@ def serve(
     typer.echo(f"  discovery     : http://{shown}:{port}/cds-services")
     typer.echo(f"  API docs      : http://{shown}:{port}/docs")
     if settings.auth_disabled:
-        typer.secho(f"  {_AUTH_OFF_BANNER}", fg=typer.colors.RED, bold=True, err=True)
+        typer.secho(f"  {AUTH_OFF_MESSAGE}", fg=typer.colors.RED, bold=True, err=True)
         configure_logging(settings.log_level, json_lines=settings.log_json)
-        logging.getLogger(LOGGER_NAME).warning("*" * 72)
-        log_event(
-            "auth_disabled", logging.WARNING, message=_AUTH_OFF_BANNER, host=host,
-            insecure_no_auth=insecure_no_auth,
-        )
-        logging.getLogger(LOGGER_NAME).warning("*" * 72)
+        log_auth_disabled(host=host, insecure_no_auth=insecure_no_auth)
     uvicorn.run(
         "cds_hooks.main:create_app",
         factory=True,

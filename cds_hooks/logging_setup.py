@@ -13,9 +13,19 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging", "log_event"]
+__all__ = [
+    "AUTH_OFF_MESSAGE",
+    "JsonFormatter",
+    "configure_logging",
+    "log_auth_disabled",
+    "log_event",
+]
 
 LOGGER_NAME = "moe_health.cds"
+AUTH_OFF_MESSAGE = (
+    "WARNING: client authentication is OFF: any caller can request predictions. "
+    "Local demos only, never with real patient data."
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,3 +63,12 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log ``event`` with structured ``fields`` on the service logger."""
     logging.getLogger(LOGGER_NAME).log(level, event, extra={"fields": fields})
+
+
+def log_auth_disabled(**fields: Any) -> None:
+    """The loud ``auth_disabled`` warning, framed by rules so it stands out in the log
+    (``serve`` logs it with its host; every app logs it again at startup)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.warning("*" * 72)
+    log_event("auth_disabled", logging.WARNING, message=AUTH_OFF_MESSAGE, **fields)
+    logger.warning("*" * 72)

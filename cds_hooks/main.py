@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cds_hooks.config import Settings, get_settings
 from cds_hooks.db import Database, Repository
 from cds_hooks.fhir_data import PreconditionFailedError
-from cds_hooks.logging_setup import configure_logging, log_event
+from cds_hooks.logging_setup import configure_logging, log_auth_disabled, log_event
 from cds_hooks.middleware import BodySizeLimit, RequestTiming
 from cds_hooks.model_service import ModelService
 from cds_hooks.privacy import Pseudonymiser, load_or_create_key
@@ -31,11 +31,6 @@ from cds_hooks.state import AppState
 from moe_health import __version__
 
 __all__ = ["create_app", "operation_outcome"]
-
-_AUTH_OFF_WARNING = (
-    "AUTHENTICATION IS DISABLED: any caller can request predictions. "
-    "Use this only for a local demo on 127.0.0.1, never with real patient data."
-)
 
 
 def operation_outcome(status: int, code: str, text: str, **extra: Any) -> Response:
@@ -124,9 +119,7 @@ def create_app(settings: Settings | None = None, model: ModelService | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.auth_disabled:
-            logging.getLogger("moe_health.cds").warning("*" * 72)
-            log_event("auth_disabled", logging.WARNING, message=_AUTH_OFF_WARNING)
-            logging.getLogger("moe_health.cds").warning("*" * 72)
+            log_auth_disabled()
         if settings.torch_threads:
             import torch
 
